@@ -1,0 +1,201 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CheckDuplicateRequest(_message.Message):
+    __slots__ = ("image", "collection", "threshold", "top_k", "insert_if_unique", "id", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    INSERT_IF_UNIQUE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    collection: str
+    threshold: float
+    top_k: int
+    insert_if_unique: bool
+    id: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, image: _Optional[bytes] = ..., collection: _Optional[str] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., insert_if_unique: _Optional[bool] = ..., id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Match(_message.Message):
+    __slots__ = ("id", "similarity", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    similarity: float
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., similarity: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CheckDuplicateResponse(_message.Message):
+    __slots__ = ("is_duplicate", "matches", "inserted", "model", "threshold")
+    IS_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    INSERTED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    is_duplicate: bool
+    matches: _containers.RepeatedCompositeFieldContainer[Match]
+    inserted: bool
+    model: str
+    threshold: float
+    def __init__(self, is_duplicate: _Optional[bool] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., inserted: _Optional[bool] = ..., model: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class IndexRequest(_message.Message):
+    __slots__ = ("id", "image", "metadata", "collection", "skip_duplicates", "threshold")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SKIP_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    image: bytes
+    metadata: _containers.ScalarMap[str, str]
+    collection: str
+    skip_duplicates: bool
+    threshold: float
+    def __init__(self, id: _Optional[str] = ..., image: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., collection: _Optional[str] = ..., skip_duplicates: _Optional[bool] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class IndexResponse(_message.Message):
+    __slots__ = ("id", "status", "matches", "error")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATUS_UNSPECIFIED: _ClassVar[IndexResponse.Status]
+        INDEXED: _ClassVar[IndexResponse.Status]
+        DUPLICATE: _ClassVar[IndexResponse.Status]
+        INVALID: _ClassVar[IndexResponse.Status]
+        FAILED: _ClassVar[IndexResponse.Status]
+    STATUS_UNSPECIFIED: IndexResponse.Status
+    INDEXED: IndexResponse.Status
+    DUPLICATE: IndexResponse.Status
+    INVALID: IndexResponse.Status
+    FAILED: IndexResponse.Status
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: IndexResponse.Status
+    matches: _containers.RepeatedCompositeFieldContainer[Match]
+    error: str
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[IndexResponse.Status, str]] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class DeleteImagesRequest(_message.Message):
+    __slots__ = ("ids", "collection")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    collection: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., collection: _Optional[str] = ...) -> None: ...
+
+class DeleteImagesResponse(_message.Message):
+    __slots__ = ("deleted_count", "not_found")
+    DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    deleted_count: int
+    not_found: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deleted_count: _Optional[int] = ..., not_found: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "version", "embedding_dim", "fallback", "warning")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    embedding_dim: int
+    fallback: bool
+    warning: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., fallback: _Optional[bool] = ..., warning: _Optional[str] = ...) -> None: ...
+
+class IndexInfo(_message.Message):
+    __slots__ = ("index_type", "build_params", "search_params", "metric")
+    class BuildParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class SearchParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    INDEX_TYPE_FIELD_NUMBER: _ClassVar[int]
+    BUILD_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    index_type: str
+    build_params: _containers.ScalarMap[str, str]
+    search_params: _containers.ScalarMap[str, str]
+    metric: str
+    def __init__(self, index_type: _Optional[str] = ..., build_params: _Optional[_Mapping[str, str]] = ..., search_params: _Optional[_Mapping[str, str]] = ..., metric: _Optional[str] = ...) -> None: ...
+
+class CollectionStats(_message.Message):
+    __slots__ = ("name", "image_count", "model", "index")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    image_count: int
+    model: str
+    index: IndexInfo
+    def __init__(self, name: _Optional[str] = ..., image_count: _Optional[int] = ..., model: _Optional[str] = ..., index: _Optional[_Union[IndexInfo, _Mapping]] = ...) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("collections", "model", "index", "default_threshold", "default_top_k", "threshold_source")
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TOP_K_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionStats]
+    model: ModelInfo
+    index: IndexInfo
+    default_threshold: float
+    default_top_k: int
+    threshold_source: str
+    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., index: _Optional[_Union[IndexInfo, _Mapping]] = ..., default_threshold: _Optional[float] = ..., default_top_k: _Optional[int] = ..., threshold_source: _Optional[str] = ...) -> None: ...
