@@ -1,0 +1,102 @@
+"""Assemble and run the gRPC server: servicer + health + reflection + tracing, with clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from dedup.v1 import dedup_pb2, dedup_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from .config import ServerConfig
+from .embedder import TritonEmbedder
+from .health import BackendMonitor
+from .index import MilvusIndex
+from .service import DedupService
+from .servicer import DedupServicer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    service: DedupService
+    monitor: BackendMonitor
+
+
+@contextlib.asynccontextmanager
+async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
+    """Start the server (port 0 picks a free one); on exit: NOT_SERVING, drain, close backends."""
+    decode_pool = ThreadPoolExecutor(max_workers=config.decode_threads, thread_name_prefix="decode")
+    embedder = TritonEmbedder(
+        url=config.triton_url,
+        model=config.triton_model,
+        timeout_s=config.triton_timeout_s,
+        max_message_bytes=config.limits.max_message_bytes,
+    )
+    index = await asyncio.to_thread(
+        MilvusIndex, uri=config.milvus_uri, token=config.milvus_token, prefix=config.collection_prefix,
+        index=config.index,
+    )
+    service = DedupService(config, embedder=embedder, index=index, decode_pool=decode_pool)
+    server = grpc.aio.server(
+        # The OTel interceptor opens the RPC span; the service's decode/infer/search spans nest in it.
+        interceptors=[aio_server_interceptor()],
+        options=[
+            ("grpc.max_receive_message_length", config.limits.max_message_bytes),
+            ("grpc.max_send_message_length", config.limits.max_message_bytes),
+        ],
+        maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
+    )
+    dedup_pb2_grpc.add_DeduplicationServicer_to_server(DedupServicer(service), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            dedup_pb2.DESCRIPTOR.services_by_name["Deduplication"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise OSError(f"cannot listen on {config.host}:{config.port}")
+    monitor = BackendMonitor(
+        embedder=embedder, index=index, health_servicer=health_servicer, interval_s=config.health_interval_s
+    )
+    service.start()
+    await server.start()
+    monitor.start()
+    logger.info("dedup gRPC server listening on %s:%d", config.host, port)
+    try:
+        yield RunningServer(server=server, port=port, service=service, monitor=monitor)
+    finally:
+        logger.info("shutting down (grace %.0f s)", config.shutdown_grace_s)
+        await monitor.stop()  # NOT_SERVING first, so balancers stop sending
+        await server.stop(config.shutdown_grace_s)
+        await service.close()
+        await embedder.close()
+        await asyncio.to_thread(index.close)
+        decode_pool.shutdown(wait=True)
+        logger.info("stopped")
+
+
+async def serve(config: ServerConfig) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_server(config):
+        await stop.wait()

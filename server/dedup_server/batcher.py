@@ -1,0 +1,154 @@
+"""A generic asyncio micro-batcher: many awaiting callers, one batched call.
+
+Callers `submit()` a payload and await its result. A collector task takes jobs off a *bounded*
+queue and releases a batch when it holds `max_batch_size` jobs or when the oldest job has waited
+`max_delay_ms`. At most `max_in_flight` batches run at once. Errors reach every job of the batch
+through its future. The batcher knows nothing about images, models or indexes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+from .config import BatchConfig
+from .errors import BackendError, BackendUnavailable, Overloaded
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(slots=True)
+class _Job(Generic[P, R]):
+    payload: P
+    future: asyncio.Future[R]
+    enqueued_at: float
+
+
+@dataclasses.dataclass(slots=True)
+class BatcherStats:
+    batches: int = 0
+    items: int = 0
+    largest_batch: int = 0
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.items / self.batches if self.batches else 0.0
+
+
+class MicroBatcher(Generic[P, R]):
+    def __init__(
+        self,
+        process: Callable[[Sequence[P]], Awaitable[Sequence[R]]],
+        config: BatchConfig,
+        *,
+        name: str,
+    ) -> None:
+        self._process = process
+        self._config = config
+        self._name = name
+        self._queue: asyncio.Queue[_Job[P, R]] = asyncio.Queue(maxsize=config.max_queue)
+        self._in_flight = asyncio.Semaphore(config.max_in_flight)
+        self._running: set[asyncio.Task[None]] = set()
+        self._collector: asyncio.Task[None] | None = None
+        self._closed = False
+        self.stats = BatcherStats()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        if self._collector is None:
+            self._collector = asyncio.create_task(self._collect(), name=f"batcher-{self._name}")
+
+    async def submit(self, payload: P, *, wait_for_room: bool = False) -> R:
+        """Queue one payload and await its result.
+
+        A full queue raises Overloaded at once, unless `wait_for_room` (streams use it: they apply
+        backpressure to their client instead of failing items).
+        """
+        if self._closed:
+            raise BackendUnavailable(f"{self._name} batcher is shutting down")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        job = _Job(payload, future, time.monotonic())
+        if wait_for_room:
+            await self._queue.put(job)
+        else:
+            try:
+                self._queue.put_nowait(job)
+            except asyncio.QueueFull:
+                raise Overloaded(
+                    f"{self._name} queue is full ({self._config.max_queue} waiting): retry later"
+                ) from None
+        return await future
+
+    async def close(self) -> None:
+        """Stop accepting work, finish what is queued and running, then stop the collector."""
+        self._closed = True
+        await self._queue.join()  # every queued job has been through _run
+        if self._collector is not None:
+            self._collector.cancel()
+            try:
+                await self._collector
+            except asyncio.CancelledError:
+                pass
+            self._collector = None
+
+    async def _collect(self) -> None:
+        max_delay = self._config.max_delay_ms / 1000.0
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            deadline = first.enqueued_at + max_delay
+            while len(batch) < self._config.max_batch_size:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            # Waiting here (not before collecting) lets the next batch fill while one runs.
+            await self._in_flight.acquire()
+            task = asyncio.create_task(self._run(batch), name=f"batch-{self._name}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[_Job[P, R]]) -> None:
+        try:
+            live = [job for job in batch if not job.future.done()]  # callers that gave up are skipped
+            if not live:
+                return
+            self.stats.batches += 1
+            self.stats.items += len(live)
+            self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+            try:
+                results = await self._process([job.payload for job in live])
+                if len(results) != len(live):
+                    raise BackendError(
+                        f"{self._name}: batch of {len(live)} returned {len(results)} results"
+                    )
+            except Exception as exc:
+                for job in live:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                return
+            for job, result in zip(live, results):
+                if not job.future.done():
+                    job.future.set_result(result)
+        finally:
+            self._in_flight.release()
+            for _ in batch:
+                self._queue.task_done()

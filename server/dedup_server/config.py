@@ -1,0 +1,195 @@
+"""Server configuration: one frozen dataclass, built once from the environment (DEDUP_*)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: Index types this service knows how to build and search, with the backends that really build them.
+#: Milvus Lite accepts more names but silently searches brute force for what it cannot build, so an
+#: index type is only allowed where it is known to be built (../shared/notes/milvus.md).
+INDEX_TYPES_BY_BACKEND: Mapping[str, frozenset[str]] = {
+    "lite": frozenset({"FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW"}),
+    "server": frozenset({"FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW"}),
+}
+
+
+def milvus_backend_kind(uri: str) -> str:
+    """'lite' for a local Milvus Lite database path, 'server' for a Milvus server URI."""
+    return "server" if uri.startswith(("http://", "https://", "tcp://", "unix:")) else "lite"
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IndexConfig:
+    index_type: str = "HNSW"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    hnsw_ef: int = 128
+    ivf_nlist: int = 1024
+    ivf_nprobe: int = 16
+
+    def build_params(self) -> dict[str, int]:
+        if self.index_type == "HNSW":
+            return {"M": self.hnsw_m, "efConstruction": self.hnsw_ef_construction}
+        if self.index_type in ("IVF_FLAT", "IVF_SQ8", "IVF_PQ"):
+            params = {"nlist": self.ivf_nlist}
+            if self.index_type == "IVF_PQ":
+                params["m"] = 16
+            return params
+        return {}
+
+    def search_params(self, top_k: int) -> dict[str, int]:
+        if self.index_type == "HNSW":
+            # ef must be >= top_k; more ef = better recall of near-duplicates at some latency.
+            return {"ef": max(self.hnsw_ef, top_k)}
+        if self.index_type in ("IVF_FLAT", "IVF_SQ8", "IVF_PQ"):
+            return {"nprobe": self.ivf_nprobe}
+        return {}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchConfig:
+    max_batch_size: int = 32
+    max_delay_ms: float = 5.0
+    max_queue: int = 1024
+    max_in_flight: int = 2
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.max_queue < self.max_batch_size or self.max_in_flight < 1:
+            raise ConfigError(f"invalid batching config: {self}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Limits:
+    max_image_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = 50_000_000  # declared width*height, checked before decoding (decompression bombs)
+    max_message_bytes: int = 40 * 1024 * 1024
+    max_id_bytes: int = 512
+    max_metadata_bytes: int = 16 * 1024
+    max_top_k: int = 100
+    max_delete_ids: int = 10_000
+    stream_window: int = 256  # items of one IndexStream in flight at once
+    max_concurrent_rpcs: int = 512
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    data_dir: Path = Path(".dedup-data")
+    triton_url: str = "127.0.0.1:8001"
+    triton_model: str = "embedder"
+    triton_timeout_s: float = 60.0
+    milvus_uri: str = "http://127.0.0.1:19530"
+    milvus_token: str = ""
+    collection_prefix: str = "dedup_"
+    default_collection: str = "default"
+    threshold: float = 0.0  # 0 = the calibrated default of the served model
+    default_top_k: int = 10
+    index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
+    embed_batch: BatchConfig = dataclasses.field(default_factory=BatchConfig)
+    write_batch: BatchConfig = dataclasses.field(
+        # One write batch at a time: check-and-insert is serialised, which makes it race-free.
+        default_factory=lambda: BatchConfig(max_batch_size=128, max_delay_ms=2.0, max_queue=4096, max_in_flight=1)
+    )
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    decode_threads: int = max(2, os.cpu_count() or 2)
+    health_interval_s: float = 2.0
+    shutdown_grace_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"DEDUP_PORT must be 0..65535, got {self.port}")
+        if not (self.threshold == 0 or 0 < self.threshold <= 1) or math.isnan(self.threshold):
+            raise ConfigError(f"DEDUP_THRESHOLD must be in (0, 1] (0 = calibrated default), got {self.threshold}")
+        if not 1 <= self.default_top_k <= self.limits.max_top_k:
+            raise ConfigError(f"DEDUP_TOP_K must be 1..{self.limits.max_top_k}, got {self.default_top_k}")
+        backend = milvus_backend_kind(self.milvus_uri)
+        allowed = INDEX_TYPES_BY_BACKEND[backend]
+        if self.index.index_type not in allowed:
+            raise ConfigError(
+                f"DEDUP_INDEX_TYPE={self.index.index_type} is not built by the {backend} Milvus backend "
+                f"({self.milvus_uri}); choose one of {sorted(allowed)}"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, prefix: str = "DEDUP_") -> ServerConfig:
+        env = os.environ if env is None else env
+        reader = _EnvReader(env, prefix)
+        defaults = cls()
+        index = IndexConfig(
+            index_type=reader.text("INDEX_TYPE", IndexConfig.index_type).upper(),
+            hnsw_m=reader.integer("HNSW_M", IndexConfig.hnsw_m),
+            hnsw_ef_construction=reader.integer("HNSW_EF_CONSTRUCTION", IndexConfig.hnsw_ef_construction),
+            hnsw_ef=reader.integer("HNSW_EF", IndexConfig.hnsw_ef),
+            ivf_nlist=reader.integer("IVF_NLIST", IndexConfig.ivf_nlist),
+            ivf_nprobe=reader.integer("IVF_NPROBE", IndexConfig.ivf_nprobe),
+        )
+        embed_batch = BatchConfig(
+            max_batch_size=reader.integer("BATCH_SIZE", BatchConfig.max_batch_size),
+            max_delay_ms=reader.number("BATCH_DELAY_MS", BatchConfig.max_delay_ms),
+            max_queue=reader.integer("BATCH_QUEUE", BatchConfig.max_queue),
+            max_in_flight=reader.integer("BATCH_IN_FLIGHT", BatchConfig.max_in_flight),
+        )
+        limits = Limits(
+            max_image_bytes=reader.integer("MAX_IMAGE_BYTES", Limits.max_image_bytes),
+            max_pixels=reader.integer("MAX_PIXELS", Limits.max_pixels),
+            max_message_bytes=reader.integer("MAX_MESSAGE_BYTES", Limits.max_message_bytes),
+            max_top_k=reader.integer("MAX_TOP_K", Limits.max_top_k),
+            stream_window=reader.integer("STREAM_WINDOW", Limits.stream_window),
+            max_concurrent_rpcs=reader.integer("MAX_CONCURRENT_RPCS", Limits.max_concurrent_rpcs),
+        )
+        return cls(
+            host=reader.text("HOST", defaults.host),
+            port=reader.integer("PORT", defaults.port),
+            data_dir=Path(reader.text("DATA_DIR", str(defaults.data_dir))),
+            triton_url=reader.text("TRITON_URL", defaults.triton_url),
+            triton_model=reader.text("TRITON_MODEL", defaults.triton_model),
+            triton_timeout_s=reader.number("TRITON_TIMEOUT_S", defaults.triton_timeout_s),
+            milvus_uri=reader.text("MILVUS_URI", defaults.milvus_uri),
+            milvus_token=reader.text("MILVUS_TOKEN", defaults.milvus_token),
+            threshold=reader.number("THRESHOLD", defaults.threshold),
+            default_top_k=reader.integer("TOP_K", defaults.default_top_k),
+            index=index,
+            embed_batch=embed_batch,
+            limits=limits,
+            decode_threads=reader.integer("DECODE_THREADS", defaults.decode_threads),
+            shutdown_grace_s=reader.number("SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _EnvReader:
+    env: Mapping[str, str]
+    prefix: str
+
+    def _raw(self, name: str) -> str | None:
+        value = self.env.get(self.prefix + name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        value = self._raw(name)
+        return default if value is None else value
+
+    def integer(self, name: str, default: int) -> int:
+        return self._parse(name, default, int)
+
+    def number(self, name: str, default: float) -> float:
+        return self._parse(name, default, float)
+
+    def _parse(self, name: str, default: Any, kind: type) -> Any:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            return kind(value)
+        except ValueError as exc:
+            raise ConfigError(f"{self.prefix}{name}={value!r} is not a valid {kind.__name__}") from exc

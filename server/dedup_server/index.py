@@ -1,0 +1,316 @@
+"""The vector index: one Milvus collection per dedup collection, through pymilvus' MilvusClient.
+
+The URI decides the backend: a Milvus Lite database path, the local embedded standalone server,
+or a production cluster. Methods are synchronous (pymilvus is); the service runs them in a
+thread. Every collection records the embedding model it was built with, and refuses another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+from pymilvus import DataType, MilvusClient, MilvusException
+
+from .config import IndexConfig, milvus_backend_kind
+from .embedder import ModelInfo
+from .errors import BackendError, BackendUnavailable, CollectionNotFound, InvalidRequest, ModelMismatch
+
+logger = logging.getLogger(__name__)
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+ID_FIELD, VECTOR_FIELD, METADATA_FIELD, MODEL_FIELD, INSERTED_AT_FIELD = (
+    "id", "vector", "metadata", "model", "inserted_at",
+)
+MODEL_PROPERTY = "dedup.model"
+MAX_ID_LENGTH = 512
+METRIC = "COSINE"
+# Read-your-writes: a search sees every insert this client made before it. That (plus the
+# serialised write stage) is what makes check-and-insert race-free without a Strong wait.
+CONSISTENCY = "Session"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hit:
+    id: str
+    similarity: float
+    metadata: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredImage:
+    id: str
+    vector: np.ndarray
+    metadata: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IndexDescription:
+    index_type: str
+    build_params: Mapping[str, str]
+    search_params: Mapping[str, str]
+    metric: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CollectionStats:
+    name: str
+    image_count: int
+    model: str
+    index: IndexDescription
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _CollectionState:
+    milvus_name: str
+    model: str
+
+
+def validate_collection_name(name: str) -> None:
+    if not COLLECTION_NAME.match(name):
+        raise InvalidRequest(
+            f"collection name {name!r} is invalid: use 1-128 letters, digits or underscores"
+        )
+
+
+class MilvusIndex:
+    def __init__(self, *, uri: str, token: str, prefix: str, index: IndexConfig) -> None:
+        self._uri = uri
+        self._prefix = prefix
+        self._index = index
+        self._backend = milvus_backend_kind(uri)
+        kwargs: dict[str, Any] = {"uri": uri, "timeout": 30.0}
+        if token:
+            kwargs["token"] = token
+        if self._backend == "server":
+            # Long calls (index builds) otherwise die with GOAWAY too_many_pings (notes, trap 3).
+            kwargs["grpc_options"] = {"grpc.keepalive_time_ms": 600_000}
+        try:
+            self._client = MilvusClient(**kwargs)
+        except MilvusException as exc:
+            raise BackendUnavailable(f"cannot connect to Milvus at {uri}: {exc.message}") from exc
+        self._collections: dict[str, _CollectionState] = {}
+        self._lock = threading.Lock()  # guards collection creation and the cache
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    def close(self) -> None:
+        self._client.close()
+
+    def ping(self) -> bool:
+        try:
+            self._client.list_collections(timeout=3.0)
+            return True
+        except Exception:  # any failure means "not answering"; the health loop logs transitions
+            return False
+
+    def describe_config(self, top_k: int) -> IndexDescription:
+        return IndexDescription(
+            index_type=self._index.index_type,
+            build_params={k: str(v) for k, v in self._index.build_params().items()},
+            search_params={k: str(v) for k, v in self._index.search_params(top_k).items()},
+            metric=METRIC,
+        )
+
+    # -- collections -------------------------------------------------------------------------
+
+    def open_collection(self, name: str, model: ModelInfo, *, create: bool) -> str:
+        """Milvus name of the collection, created when `create`; checks it was built with `model`."""
+        validate_collection_name(name)
+        state = self._collections.get(name)
+        if state is None:
+            with self._lock:
+                state = self._collections.get(name) or self._load_or_create(name, model, create)
+                self._collections[name] = state
+        if state.model != model.label:
+            raise ModelMismatch(name, state.model, model.label)
+        return state.milvus_name
+
+    def _load_or_create(self, name: str, model: ModelInfo, create: bool) -> _CollectionState:
+        milvus_name = self._prefix + name
+        with _milvus_errors(f"open collection {name!r}"):
+            if self._client.has_collection(milvus_name):
+                recorded = self._recorded_model(milvus_name)
+                if recorded == model.label:
+                    self._ensure_loaded(milvus_name)
+                return _CollectionState(milvus_name, recorded)
+            if not create:
+                raise CollectionNotFound(name)
+            self._create(milvus_name, model)
+            return _CollectionState(milvus_name, model.label)
+
+    def _recorded_model(self, milvus_name: str) -> str:
+        # Recorded twice at creation: Milvus Lite keeps properties but drops descriptions.
+        described = self._client.describe_collection(milvus_name)
+        recorded = (described.get("properties") or {}).get(MODEL_PROPERTY)
+        if recorded:
+            return str(recorded)
+        try:
+            return str(json.loads(described.get("description", ""))["model"])
+        except (ValueError, KeyError, TypeError):
+            return f"unknown (collection {milvus_name!r} was not created by this service)"
+
+    def _ensure_loaded(self, milvus_name: str) -> None:
+        state = self._client.get_load_state(milvus_name).get("state")
+        if str(state) != "Loaded":
+            logger.info("loading collection %s (state %s)", milvus_name, state)
+            self._client.load_collection(milvus_name)
+
+    def _create(self, milvus_name: str, model: ModelInfo) -> None:
+        schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=model.embedding_dim)
+        schema.add_field(METADATA_FIELD, DataType.JSON)
+        schema.add_field(MODEL_FIELD, DataType.VARCHAR, max_length=256)
+        schema.add_field(INSERTED_AT_FIELD, DataType.INT64)
+        index_params = self._client.prepare_index_params()
+        # Nested "params": milvus-lite ignores flattened ones (notes, trap 1); the server accepts both.
+        index_params.add_index(
+            field_name=VECTOR_FIELD,
+            index_type=self._index.index_type,
+            metric_type=METRIC,
+            params={"params": self._index.build_params()},
+        )
+        description = json.dumps({"model": model.label, "dim": model.embedding_dim, "created_by": "dedup"})
+        self._client.create_collection(
+            milvus_name,
+            schema=schema,
+            index_params=index_params,
+            consistency_level=CONSISTENCY,
+            description=description,
+            properties={MODEL_PROPERTY: model.label},
+        )
+        logger.info(
+            "created collection %s (%s %s, model %s, dim %d)",
+            milvus_name, self._index.index_type, self._index.build_params(), model.label, model.embedding_dim,
+        )
+
+    def forget(self, name: str) -> None:
+        """Drop cached state (after a backend error that may mean the collection changed)."""
+        with self._lock:
+            self._collections.pop(name, None)
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def search(self, milvus_name: str, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:
+        """Nearest stored images for each vector, best first."""
+        with _milvus_errors("search"):
+            results = self._client.search(
+                milvus_name,
+                data=[vector.tolist() for vector in vectors],
+                limit=top_k,
+                anns_field=VECTOR_FIELD,
+                search_params={"metric_type": METRIC, "params": self._index.search_params(top_k)},
+                output_fields=[METADATA_FIELD],
+                consistency_level=CONSISTENCY,
+            )
+        return [
+            [
+                Hit(
+                    id=str(hit["id"]),
+                    similarity=float(hit["distance"]),
+                    metadata=_as_str_map(hit.get("entity", {}).get(METADATA_FIELD)),
+                )
+                for hit in hits
+            ]
+            for hits in results
+        ]
+
+    def upsert(self, milvus_name: str, model: ModelInfo, images: Sequence[StoredImage]) -> None:
+        """Store images; an id that exists is replaced. Returns once Milvus has acknowledged them."""
+        if not images:
+            return
+        now_ms = int(time.time() * 1000)
+        rows = [
+            {
+                ID_FIELD: image.id,
+                VECTOR_FIELD: image.vector.tolist(),
+                METADATA_FIELD: dict(image.metadata),
+                MODEL_FIELD: model.label,
+                INSERTED_AT_FIELD: now_ms,
+            }
+            for image in images
+        ]
+        with _milvus_errors("upsert"):
+            self._client.upsert(milvus_name, data=rows)
+
+    def delete(self, milvus_name: str, ids: Sequence[str]) -> tuple[int, list[str]]:
+        """Delete ids; returns (how many existed, the ids that did not)."""
+        with _milvus_errors("delete"):
+            existing = {
+                str(row[ID_FIELD])
+                for row in self._client.get(milvus_name, ids=list(ids), output_fields=[ID_FIELD])
+            }
+            if existing:
+                self._client.delete(milvus_name, ids=sorted(existing))
+        return len(existing), [i for i in ids if i not in existing]
+
+    def stats(self, name: str | None) -> list[CollectionStats]:
+        with _milvus_errors("stats"):
+            if name is not None:
+                validate_collection_name(name)
+                if not self._client.has_collection(self._prefix + name):
+                    raise CollectionNotFound(name)
+                names = [name]
+            else:
+                names = sorted(
+                    n[len(self._prefix):] for n in self._client.list_collections() if n.startswith(self._prefix)
+                )
+            return [self._collection_stats(n) for n in names]
+
+    def _collection_stats(self, name: str) -> CollectionStats:
+        milvus_name = self._prefix + name
+        self._ensure_loaded(milvus_name)
+        count_rows = self._client.query(milvus_name, filter="", output_fields=["count(*)"], consistency_level=CONSISTENCY)
+        count = int(count_rows[0]["count(*)"]) if count_rows else 0
+        index = self._client.describe_index(milvus_name, index_name=VECTOR_FIELD) or {}
+        index_type = str(index.get("index_type", ""))
+        build = {k: str(v) for k, v in index.items() if k not in ("index_type", "metric_type", "field_name", "index_name", "total_rows", "indexed_rows", "pending_index_rows", "state")}
+        if "params" in build:  # nested form (see _create): flatten for display
+            try:
+                build = {k: str(v) for k, v in json.loads(build["params"].replace("'", '"')).items()}
+            except ValueError:
+                pass
+        return CollectionStats(
+            name=name,
+            image_count=count,
+            model=self._recorded_model(milvus_name),
+            index=IndexDescription(
+                index_type=index_type,
+                build_params=build,
+                search_params={},
+                metric=str(index.get("metric_type", METRIC)),
+            ),
+        )
+
+
+def _as_str_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+@contextlib.contextmanager
+def _milvus_errors(what: str) -> Iterator[None]:
+    """Turn pymilvus and channel errors into domain errors, keeping the cause."""
+    try:
+        yield
+    except MilvusException as exc:
+        message = f"Milvus {what} failed: {exc.message}"
+        text = str(exc).lower()
+        if "unavailable" in text or "connect" in text or "deadline" in text:
+            raise BackendUnavailable(message) from exc
+        raise BackendError(message) from exc
+    except (grpc.RpcError, ConnectionError, TimeoutError) as exc:  # a dead channel surfaces raw
+        raise BackendUnavailable(f"Milvus {what} failed: {exc}") from exc

@@ -1,0 +1,294 @@
+"""The dedup service in plain Python: decode -> embed (batched) -> search/insert (batched, serialised).
+
+Knows nothing of gRPC. Check-and-insert is race-free because every write goes through one
+write batcher that runs one batch at a time: within a batch, items are compared with the index
+*and* with the items before them; across batches, Milvus' session consistency makes each
+batch see the previous one's inserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from concurrent.futures import Executor
+
+import numpy as np
+from opentelemetry import trace
+
+from . import validation
+from .batcher import MicroBatcher
+from .config import ServerConfig
+from .decode import DecodeLimits, decode_image
+from .embedder import ModelInfo, TritonEmbedder
+from .errors import DedupError, InvalidRequest
+from .index import CollectionStats, Hit, IndexDescription, MilvusIndex, StoredImage
+from .stream import map_unordered
+from .thresholds import Calibration, calibrated_threshold
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckQuery:
+    image: bytes
+    collection: str = ""
+    threshold: float = 0.0
+    top_k: int = 0
+    insert_if_unique: bool = False
+    id: str = ""
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckOutcome:
+    matches: Sequence[Hit]
+    inserted: bool
+    model: str
+    threshold: float
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IndexItem:
+    id: str
+    image: bytes
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    collection: str = ""
+    skip_duplicates: bool = False
+    threshold: float = 0.0
+
+
+class ItemStatus(enum.Enum):
+    INDEXED = "INDEXED"
+    DUPLICATE = "DUPLICATE"
+    INVALID = "INVALID"
+    FAILED = "FAILED"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ItemOutcome:
+    id: str
+    status: ItemStatus
+    matches: Sequence[Hit] = ()
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServiceStats:
+    collections: Sequence[CollectionStats]
+    model: ModelInfo
+    index: IndexDescription
+    calibration: Calibration
+    default_top_k: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _WriteJob:
+    collection: str
+    id: str
+    vector: np.ndarray
+    metadata: Mapping[str, str]
+    skip_duplicates: bool
+    threshold: float
+    top_k: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _WriteResult:
+    matches: Sequence[Hit]
+    inserted: bool
+
+
+class DedupService:
+    def __init__(
+        self, config: ServerConfig, *, embedder: TritonEmbedder, index: MilvusIndex, decode_pool: Executor
+    ) -> None:
+        self._config = config
+        self._limits = config.limits
+        self._embedder = embedder
+        self._index = index
+        self._decode_pool = decode_pool
+        self._decode_limits = DecodeLimits(
+            max_bytes=config.limits.max_image_bytes, max_pixels=config.limits.max_pixels
+        )
+        self.embed_batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
+            self._embed_batch, config.embed_batch, name="embed"
+        )
+        self.write_batcher: MicroBatcher[_WriteJob, _WriteResult | DedupError] = MicroBatcher(
+            self._write_batch, config.write_batch, name="write"
+        )
+
+    def start(self) -> None:
+        self.embed_batcher.start()
+        self.write_batcher.start()
+
+    async def close(self) -> None:
+        await self.embed_batcher.close()
+        await self.write_batcher.close()
+
+    async def model(self) -> ModelInfo:
+        return await self._embedder.model_info()
+
+    async def calibration(self) -> Calibration:
+        return calibrated_threshold((await self.model()).name, self._config.threshold)
+
+    # -- CheckDuplicate ------------------------------------------------------------------------
+
+    async def check(self, query: CheckQuery) -> CheckOutcome:
+        calibration = await self.calibration()
+        collection = validation.collection_name(query.collection, self._config.default_collection)
+        threshold = validation.threshold(query.threshold, calibration.threshold)
+        top_k = validation.top_k(query.top_k, self._config.default_top_k, self._limits)
+        image_id = validation.image_id(query.id, self._limits, required=query.insert_if_unique)
+        metadata = validation.metadata(query.metadata, self._limits)
+        model = await self.model()
+        if not query.insert_if_unique:
+            # Fail fast on an unknown collection, before spending a model call on the image.
+            milvus_name = await asyncio.to_thread(self._index.open_collection, collection, model, create=False)
+        vector = await self._embed(query.image)
+        if query.insert_if_unique:
+            result = await self._write(
+                _WriteJob(collection, image_id, vector, metadata, True, threshold, top_k)
+            )
+            return CheckOutcome(matches=result.matches, inserted=result.inserted, model=model.label, threshold=threshold)
+        with tracer.start_as_current_span("search"):
+            hits = (await asyncio.to_thread(self._index.search, milvus_name, vector[None, :], top_k))[0]
+        matches = [hit for hit in hits if hit.similarity >= threshold]
+        return CheckOutcome(matches=matches, inserted=False, model=model.label, threshold=threshold)
+
+    # -- IndexStream ---------------------------------------------------------------------------
+
+    def index_stream(self, items: AsyncIterator[IndexItem]) -> AsyncIterator[ItemOutcome]:
+        return map_unordered(items, self.index_item, window=self._limits.stream_window)
+
+    async def index_item(self, item: IndexItem) -> ItemOutcome:
+        """Index one item; never raises: every failure becomes an INVALID or FAILED outcome."""
+        try:
+            calibration = await self.calibration()
+            image_id = validation.image_id(item.id, self._limits, required=True)
+            collection = validation.collection_name(item.collection, self._config.default_collection)
+            threshold = validation.threshold(item.threshold, calibration.threshold)
+            metadata = validation.metadata(item.metadata, self._limits)
+            vector = await self._embed(item.image, wait_for_room=True)
+            result = await self._write(
+                _WriteJob(collection, image_id, vector, metadata, item.skip_duplicates, threshold,
+                          self._config.default_top_k),
+                wait_for_room=True,
+            )
+        except InvalidRequest as exc:
+            return ItemOutcome(id=item.id, status=ItemStatus.INVALID, error=str(exc))
+        except DedupError as exc:
+            return ItemOutcome(id=item.id, status=ItemStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        except Exception:
+            logger.exception("unexpected error indexing %r", item.id)
+            return ItemOutcome(id=item.id, status=ItemStatus.FAILED, error="internal error")
+        status = ItemStatus.INDEXED if result.inserted else ItemStatus.DUPLICATE
+        return ItemOutcome(id=item.id, status=status, matches=result.matches)
+
+    # -- DeleteImages / GetStats ---------------------------------------------------------------
+
+    async def delete(self, collection: str, ids: Sequence[str]) -> tuple[int, list[str]]:
+        name = validation.collection_name(collection, self._config.default_collection)
+        if not ids:
+            raise InvalidRequest("ids is empty: name at least one image to delete")
+        if len(ids) > self._limits.max_delete_ids:
+            raise InvalidRequest(f"{len(ids)} ids in one call, over the limit of {self._limits.max_delete_ids}")
+        for image_id in ids:
+            validation.image_id(image_id, self._limits, required=True, field="ids[]")
+        model = await self.model()
+        milvus_name = await asyncio.to_thread(self._index.open_collection, name, model, create=False)
+        return await asyncio.to_thread(self._index.delete, milvus_name, list(dict.fromkeys(ids)))
+
+    async def stats(self, collection: str) -> ServiceStats:
+        if collection:
+            validation.collection_name(collection, self._config.default_collection)
+        collections = await asyncio.to_thread(self._index.stats, collection or None)
+        return ServiceStats(
+            collections=collections,
+            model=await self.model(),
+            index=self._index.describe_config(self._config.default_top_k),
+            calibration=await self.calibration(),
+            default_top_k=self._config.default_top_k,
+        )
+
+    # -- stages --------------------------------------------------------------------------------
+
+    async def _embed(self, image: bytes, *, wait_for_room: bool = False) -> np.ndarray:
+        with tracer.start_as_current_span("decode"):
+            pixels = await asyncio.get_running_loop().run_in_executor(
+                self._decode_pool, decode_image, image, self._decode_limits
+            )
+        return await self.embed_batcher.submit(pixels, wait_for_room=wait_for_room)
+
+    async def _write(self, job: _WriteJob, *, wait_for_room: bool = False) -> _WriteResult:
+        result = await self.write_batcher.submit(job, wait_for_room=wait_for_room)
+        if isinstance(result, DedupError):
+            raise result
+        return result
+
+    async def _embed_batch(self, images: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+        with tracer.start_as_current_span("infer", attributes={"batch.size": len(images)}):
+            embeddings = await self._embedder.embed(images)
+        return list(embeddings)
+
+    async def _write_batch(self, jobs: Sequence[_WriteJob]) -> Sequence[_WriteResult | DedupError]:
+        model = await self.model()
+        with tracer.start_as_current_span("search_and_insert", attributes={"batch.size": len(jobs)}):
+            return await asyncio.to_thread(self._write_batch_sync, jobs, model)
+
+    def _write_batch_sync(self, jobs: Sequence[_WriteJob], model: ModelInfo) -> list[_WriteResult | DedupError]:
+        results: list[_WriteResult | DedupError] = [_WriteResult(matches=(), inserted=False)] * len(jobs)
+        by_collection: dict[str, list[int]] = {}
+        for position, job in enumerate(jobs):
+            by_collection.setdefault(job.collection, []).append(position)
+        for collection, positions in by_collection.items():
+            try:
+                outcomes = self._write_collection(collection, [jobs[p] for p in positions], model)
+            except DedupError as exc:
+                outcomes = [exc] * len(positions)
+            for position, outcome in zip(positions, outcomes):
+                results[position] = outcome
+        return results
+
+    def _write_collection(
+        self, collection: str, jobs: Sequence[_WriteJob], model: ModelInfo
+    ) -> list[_WriteResult | DedupError]:
+        milvus_name = self._index.open_collection(collection, model, create=True)
+        vectors = np.stack([job.vector for job in jobs])
+        # +1: the item's own id may come back (re-sent ids replace themselves) and is dropped.
+        indexed_hits = self._index.search(milvus_name, vectors, max(job.top_k for job in jobs) + 1)
+        accepted: dict[str, int] = {}  # id -> position in jobs, for the items this batch stores
+        results: list[_WriteResult] = []
+        for j, job in enumerate(jobs):
+            matches = [hit for hit in indexed_hits[j] if hit.id != job.id and hit.similarity >= job.threshold]
+            # Items stored earlier in this batch are not in Milvus yet: compare with them directly.
+            earlier = [k for other_id, k in accepted.items() if other_id != job.id]
+            if earlier:
+                for k, similarity in zip(earlier, vectors[earlier] @ job.vector):
+                    if similarity >= job.threshold:
+                        matches.append(Hit(id=jobs[k].id, similarity=float(similarity), metadata=jobs[k].metadata))
+            matches = _best_unique(matches, job.top_k)
+            inserted = not (job.skip_duplicates and matches)
+            if inserted:
+                accepted.pop(job.id, None)  # a re-sent id in the same batch replaces the earlier one
+                accepted[job.id] = j
+            results.append(_WriteResult(matches=matches, inserted=inserted))
+        stored = [StoredImage(id=jobs[k].id, vector=jobs[k].vector, metadata=jobs[k].metadata) for k in accepted.values()]
+        try:
+            with tracer.start_as_current_span("insert", attributes={"batch.size": len(stored)}):
+                self._index.upsert(milvus_name, model, stored)
+        except DedupError as exc:
+            # Nothing of this batch was acknowledged as stored; duplicates stay valid answers.
+            return [exc if result.inserted else result for result in results]
+        return list(results)
+
+
+def _best_unique(matches: Sequence[Hit], top_k: int) -> list[Hit]:
+    best: dict[str, Hit] = {}
+    for hit in matches:
+        if hit.id not in best or hit.similarity > best[hit.id].similarity:
+            best[hit.id] = hit
+    return sorted(best.values(), key=lambda hit: hit.similarity, reverse=True)[:top_k]

@@ -1,0 +1,137 @@
+"""Thin gRPC servicer: protobuf in -> DedupService (plain Python) -> protobuf out."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import grpc
+from dedup.v1 import dedup_pb2, dedup_pb2_grpc
+
+from .index import Hit, IndexDescription
+from .service import CheckQuery, DedupService, IndexItem, ItemOutcome, ItemStatus
+from .status import status_for
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+_ITEM_STATUS = {
+    ItemStatus.INDEXED: dedup_pb2.IndexResponse.INDEXED,
+    ItemStatus.DUPLICATE: dedup_pb2.IndexResponse.DUPLICATE,
+    ItemStatus.INVALID: dedup_pb2.IndexResponse.INVALID,
+    ItemStatus.FAILED: dedup_pb2.IndexResponse.FAILED,
+}
+
+
+def _domain_errors_to_status(
+    method: Callable[[DedupServicer, Request, grpc.aio.ServicerContext], Awaitable[Response]],
+) -> Callable[[DedupServicer, Request, grpc.aio.ServicerContext], Awaitable[Response]]:
+    @functools.wraps(method)
+    async def wrapper(self: DedupServicer, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            code, message = status_for(exc)
+            await context.abort(code, message)
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+class DedupServicer(dedup_pb2_grpc.DeduplicationServicer):
+    def __init__(self, service: DedupService) -> None:
+        self._service = service
+
+    @_domain_errors_to_status
+    async def CheckDuplicate(
+        self, request: dedup_pb2.CheckDuplicateRequest, context: grpc.aio.ServicerContext
+    ) -> dedup_pb2.CheckDuplicateResponse:
+        outcome = await self._service.check(
+            CheckQuery(
+                image=request.image,
+                collection=request.collection,
+                threshold=request.threshold,
+                top_k=request.top_k,
+                insert_if_unique=request.insert_if_unique,
+                id=request.id,
+                metadata=dict(request.metadata),
+            )
+        )
+        return dedup_pb2.CheckDuplicateResponse(
+            is_duplicate=bool(outcome.matches),
+            matches=_matches(outcome.matches),
+            inserted=outcome.inserted,
+            model=outcome.model,
+            threshold=outcome.threshold,
+        )
+
+    async def IndexStream(
+        self, request_iterator: AsyncIterator[dedup_pb2.IndexRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[dedup_pb2.IndexResponse]:
+        async def items() -> AsyncIterator[IndexItem]:
+            async for request in request_iterator:
+                yield IndexItem(
+                    id=request.id,
+                    image=request.image,
+                    metadata=dict(request.metadata),
+                    collection=request.collection,
+                    skip_duplicates=request.skip_duplicates,
+                    threshold=request.threshold,
+                )
+
+        async for outcome in self._service.index_stream(items()):
+            yield _index_response(outcome)
+
+    @_domain_errors_to_status
+    async def DeleteImages(
+        self, request: dedup_pb2.DeleteImagesRequest, context: grpc.aio.ServicerContext
+    ) -> dedup_pb2.DeleteImagesResponse:
+        deleted, not_found = await self._service.delete(request.collection, list(request.ids))
+        return dedup_pb2.DeleteImagesResponse(deleted_count=deleted, not_found=not_found)
+
+    @_domain_errors_to_status
+    async def GetStats(
+        self, request: dedup_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> dedup_pb2.GetStatsResponse:
+        stats = await self._service.stats(request.collection)
+        return dedup_pb2.GetStatsResponse(
+            collections=[
+                dedup_pb2.CollectionStats(
+                    name=c.name, image_count=c.image_count, model=c.model, index=_index_info(c.index)
+                )
+                for c in stats.collections
+            ],
+            model=dedup_pb2.ModelInfo(
+                name=stats.model.name,
+                version=stats.model.version,
+                embedding_dim=stats.model.embedding_dim,
+                fallback=stats.model.fallback,
+                warning=stats.model.warning,
+            ),
+            index=_index_info(stats.index),
+            default_threshold=stats.calibration.threshold,
+            default_top_k=stats.default_top_k,
+            threshold_source=stats.calibration.source,
+        )
+
+
+def _matches(hits: Sequence[Hit]) -> list[dedup_pb2.Match]:
+    return [dedup_pb2.Match(id=hit.id, similarity=hit.similarity, metadata=dict(hit.metadata)) for hit in hits]
+
+
+def _index_response(outcome: ItemOutcome) -> dedup_pb2.IndexResponse:
+    return dedup_pb2.IndexResponse(
+        id=outcome.id, status=_ITEM_STATUS[outcome.status], matches=_matches(outcome.matches), error=outcome.error
+    )
+
+
+def _index_info(index: IndexDescription) -> dedup_pb2.IndexInfo:
+    return dedup_pb2.IndexInfo(
+        index_type=index.index_type,
+        build_params=dict(index.build_params),
+        search_params=dict(index.search_params),
+        metric=index.metric,
+    )
