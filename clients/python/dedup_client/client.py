@@ -1,0 +1,222 @@
+"""A small synchronous client for the dedup.v1.Deduplication service.
+
+One long-lived channel per client, closed explicitly (or by ``with``). Every call has a
+deadline; gRPC failures come out as ``DedupError`` and results as frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+
+import grpc
+
+from dedup.v1 import dedup_pb2, dedup_pb2_grpc
+
+from .errors import DedupConnectionError, DedupError
+from .results import (
+    CheckResult,
+    DeleteResult,
+    IndexItem,
+    IndexResult,
+    StatsResult,
+    check_from_proto,
+    delete_from_proto,
+    index_request_to_proto,
+    index_result_from_proto,
+    stats_from_proto,
+)
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_TIMEOUT_S = 30.0
+# Images travel whole in one message; 64 MiB covers large TIFFs with room to spare and
+# must match (or stay under) the server's own limit.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# Messages grpc-core uses when no connection could be made at all. UNAVAILABLE alone is
+# not enough: the server itself answers UNAVAILABLE when its backends are down.
+_CONNECT_FAILURE_HINTS = (
+    "failed to connect",
+    "connection refused",
+    "dns resolution failed",
+    "name resolution",
+    "connections to all backends failing",
+    "no route to host",
+)
+
+
+def error_from_rpc(exc: grpc.RpcError, target: str) -> DedupError:
+    """The one mapping from a gRPC failure to this package's exceptions."""
+    code_obj = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
+    code = code_obj.name if code_obj is not None else "UNKNOWN"
+    lowered = details.lower()
+    if code == "UNAVAILABLE" and any(hint in lowered for hint in _CONNECT_FAILURE_HINTS):
+        return DedupConnectionError(target, code, details)
+    return DedupError(code, details)
+
+
+class _RequestPump:
+    """Feeds IndexItems to gRPC and remembers an exception the caller's iterable raised.
+
+    gRPC consumes the request iterator on its own thread and turns any exception there
+    into a bare CANCELLED/UNKNOWN status; keeping it lets ``index`` re-raise the real cause.
+    """
+
+    def __init__(self, items: Iterable[IndexItem]) -> None:
+        self._items = iter(items)
+        # Written on gRPC's thread, read on the caller's only after the stream has failed.
+        self.error: Exception | None = None
+
+    def __iter__(self) -> Iterator[dedup_pb2.IndexRequest]:
+        return self
+
+    def __next__(self) -> dedup_pb2.IndexRequest:
+        try:
+            item = next(self._items)
+            return index_request_to_proto(item)
+        except StopIteration:
+            raise
+        except Exception as exc:
+            self.error = exc
+            raise
+
+
+class DedupClient:
+    """Client for one dedup server.
+
+    ``root_certificates`` (PEM bytes) or ``tls=True`` (system roots) selects a secure
+    channel; ``token`` is sent as ``authorization: Bearer <token>`` on every call.
+    ``timeout`` is the default deadline, in seconds, of the unary calls.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.target = target
+        self.timeout = timeout
+        # Plain metadata rather than call credentials: gRPC refuses call credentials on an
+        # insecure channel, and local/dev servers behind a TLS-terminating proxy need the token too.
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        # No client keepalive: servers reject pings more frequent than they allow
+        # (GOAWAY too_many_pings), and a user-facing CLI gains nothing from it.
+        if tls or root_certificates is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._stub = dedup_pb2_grpc.DeduplicationStub(self._channel)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> DedupClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def check(
+        self,
+        image: bytes,
+        *,
+        collection: str = "",
+        threshold: float = 0.0,
+        top_k: int = 0,
+        insert_if_unique: bool = False,
+        id: str = "",  # noqa: A002 - mirrors the proto field
+        metadata: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> CheckResult:
+        """Is ``image`` a near-duplicate of an indexed one? Optionally index it when not."""
+        request = dedup_pb2.CheckDuplicateRequest(
+            image=image,
+            collection=collection,
+            threshold=threshold,
+            top_k=top_k,
+            insert_if_unique=insert_if_unique,
+            id=id,
+            metadata=dict(metadata or {}),
+        )
+        try:
+            response = self._stub.CheckDuplicate(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.target) from exc
+        return check_from_proto(response)
+
+    def index(
+        self, items: Iterable[IndexItem], *, timeout: float | None = None
+    ) -> Iterator[IndexResult]:
+        """Stream ``items`` to IndexStream and yield one result per item as it arrives.
+
+        Items are pulled lazily as gRPC sends them, so a generator that reads files on
+        demand keeps memory flat. Results may come in any order; match them by ``id``.
+        ``timeout`` bounds the whole stream; None (the default) means no deadline, since a
+        bulk ingest of unknown size has no sensible fixed one. Stopping iteration early
+        cancels the stream.
+        """
+        pump = _RequestPump(items)
+        responses = self._stub.IndexStream(pump, timeout=timeout, metadata=self._metadata)
+        try:
+            for response in responses:
+                yield index_result_from_proto(response)
+        except grpc.RpcError as exc:
+            if pump.error is not None:
+                raise pump.error from exc
+            raise error_from_rpc(exc, self.target) from exc
+        finally:
+            # No-op once the stream has finished; stops the upload when the caller bailed out.
+            responses.cancel()
+
+    def delete(
+        self, ids: Sequence[str], *, collection: str = "", timeout: float | None = None
+    ) -> DeleteResult:
+        """Remove images by id; ids that were not there come back in ``not_found``."""
+        request = dedup_pb2.DeleteImagesRequest(ids=list(ids), collection=collection)
+        try:
+            response = self._stub.DeleteImages(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.target) from exc
+        return delete_from_proto(response)
+
+    def stats(self, *, collection: str = "", timeout: float | None = None) -> StatsResult:
+        """Counts per collection ("" = all), the model, the index and the defaults."""
+        request = dedup_pb2.GetStatsRequest(collection=collection)
+        try:
+            response = self._stub.GetStats(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.target) from exc
+        return stats_from_proto(response)
+
+    def _deadline(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout

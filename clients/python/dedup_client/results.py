@@ -1,0 +1,194 @@
+"""Plain, frozen values the client returns and accepts, and their conversion from protobufs.
+
+Callers never see a protobuf: they get these dataclasses, which know nothing of gRPC
+and are easy to print, compare and serialise.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from dedup.v1 import dedup_pb2
+
+
+def _f32(value: float) -> float:
+    """The float32 the server sent, as the short decimal it stands for.
+
+    Proto ``float`` is 32-bit: a threshold of 0.92 arrives as 0.9200000166893005.
+    Seven significant digits is what float32 carries, so nothing real is lost.
+    """
+    return float(f"{value:.7g}")
+
+
+class IndexStatus(enum.Enum):
+    """What the server did with one streamed image (mirrors IndexResponse.Status)."""
+
+    UNSPECIFIED = dedup_pb2.IndexResponse.STATUS_UNSPECIFIED
+    INDEXED = dedup_pb2.IndexResponse.INDEXED
+    DUPLICATE = dedup_pb2.IndexResponse.DUPLICATE
+    INVALID = dedup_pb2.IndexResponse.INVALID
+    FAILED = dedup_pb2.IndexResponse.FAILED
+
+    @property
+    def ok(self) -> bool:
+        """True when the image was handled as intended (stored, or recognised as a duplicate)."""
+        return self in (IndexStatus.INDEXED, IndexStatus.DUPLICATE)
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    id: str
+    similarity: float
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    is_duplicate: bool
+    matches: tuple[MatchResult, ...]
+    inserted: bool
+    model: str
+    threshold: float
+
+
+@dataclass(frozen=True)
+class IndexItem:
+    """One image to stream to IndexStream."""
+
+    id: str
+    image: bytes
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    collection: str = ""
+    skip_duplicates: bool = False
+    threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    id: str
+    status: IndexStatus
+    matches: tuple[MatchResult, ...] = ()
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    deleted_count: int
+    not_found: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    embedding_dim: int
+    fallback: bool
+    warning: str
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    index_type: str
+    build_params: dict[str, str]
+    search_params: dict[str, str]
+    metric: str
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    name: str
+    image_count: int
+    model: str
+    index: IndexInfo
+
+
+@dataclass(frozen=True)
+class StatsResult:
+    collections: tuple[CollectionStats, ...]
+    model: ModelInfo
+    index: IndexInfo
+    default_threshold: float
+    default_top_k: int
+    threshold_source: str
+
+
+def match_from_proto(msg: dedup_pb2.Match) -> MatchResult:
+    return MatchResult(id=msg.id, similarity=_f32(msg.similarity), metadata=dict(msg.metadata))
+
+
+def check_from_proto(msg: dedup_pb2.CheckDuplicateResponse) -> CheckResult:
+    return CheckResult(
+        is_duplicate=msg.is_duplicate,
+        matches=tuple(match_from_proto(m) for m in msg.matches),
+        inserted=msg.inserted,
+        model=msg.model,
+        threshold=_f32(msg.threshold),
+    )
+
+
+def index_request_to_proto(item: IndexItem) -> dedup_pb2.IndexRequest:
+    return dedup_pb2.IndexRequest(
+        id=item.id,
+        image=item.image,
+        metadata=dict(item.metadata),
+        collection=item.collection,
+        skip_duplicates=item.skip_duplicates,
+        threshold=item.threshold,
+    )
+
+
+def _status_from_proto(value: int) -> IndexStatus:
+    try:
+        return IndexStatus(value)
+    except ValueError:
+        # A newer server may add statuses; an unknown one is not success.
+        return IndexStatus.UNSPECIFIED
+
+
+def index_result_from_proto(msg: dedup_pb2.IndexResponse) -> IndexResult:
+    return IndexResult(
+        id=msg.id,
+        status=_status_from_proto(msg.status),
+        matches=tuple(match_from_proto(m) for m in msg.matches),
+        error=msg.error,
+    )
+
+
+def delete_from_proto(msg: dedup_pb2.DeleteImagesResponse) -> DeleteResult:
+    return DeleteResult(deleted_count=msg.deleted_count, not_found=tuple(msg.not_found))
+
+
+def _index_info_from_proto(msg: dedup_pb2.IndexInfo) -> IndexInfo:
+    return IndexInfo(
+        index_type=msg.index_type,
+        build_params=dict(msg.build_params),
+        search_params=dict(msg.search_params),
+        metric=msg.metric,
+    )
+
+
+def stats_from_proto(msg: dedup_pb2.GetStatsResponse) -> StatsResult:
+    return StatsResult(
+        collections=tuple(
+            CollectionStats(
+                name=c.name,
+                image_count=c.image_count,
+                model=c.model,
+                index=_index_info_from_proto(c.index),
+            )
+            for c in msg.collections
+        ),
+        model=ModelInfo(
+            name=msg.model.name,
+            version=msg.model.version,
+            embedding_dim=msg.model.embedding_dim,
+            fallback=msg.model.fallback,
+            warning=msg.model.warning,
+        ),
+        index=_index_info_from_proto(msg.index),
+        default_threshold=_f32(msg.default_threshold),
+        default_top_k=msg.default_top_k,
+        threshold_source=msg.threshold_source,
+    )
