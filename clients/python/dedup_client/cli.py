@@ -1,0 +1,229 @@
+"""``dedup`` / ``python -m dedup_client``: index a folder, check an image, stats, delete.
+
+Exit codes: 0 success; 1 an index run finished but some images were INVALID/FAILED;
+2 usage errors, unreachable server, or an error status from the server.
+The parser is built inside ``main`` so importing this module reads no argv or env.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, DedupClient
+from .commands import (
+    EXIT_ERROR,
+    CheckOptions,
+    IndexOptions,
+    UsageError,
+    run_check,
+    run_delete,
+    run_index,
+    run_stats,
+)
+from .errors import DedupError
+from .files import DEFAULT_EXTENSIONS, IdMode, normalise_extensions
+
+Command = Callable[[DedupClient, argparse.Namespace], int]
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"cosine similarity must be in [-1, 1], got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None) -> None:
+    """Global flags, accepted before or after the subcommand.
+
+    The subcommand parsers get the same flags with SUPPRESS defaults, so a flag given
+    after the subcommand overrides and an absent one leaves the top-level value alone.
+    """
+
+    def default(name: str) -> Any:
+        return argparse.SUPPRESS if defaults is None else defaults[name]
+
+    parser.add_argument(
+        "--target",
+        default=default("target"),
+        help="server address host:port (env DEDUP_TARGET; default %s)" % DEFAULT_TARGET,
+    )
+    parser.add_argument(
+        "--collection", default=default("collection"), help='collection (default: "default")'
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=default("timeout"),
+        help="deadline in seconds for check/stats/delete (default %g); "
+        "an index stream has no overall deadline" % DEFAULT_TIMEOUT_S,
+    )
+    parser.add_argument(
+        "--token", default=default("token"), help="bearer token (env DEDUP_TOKEN)"
+    )
+    parser.add_argument(
+        "--tls", action="store_true", default=default("tls"), help="use TLS with system roots"
+    )
+    parser.add_argument(
+        "--ca-cert",
+        type=Path,
+        default=default("ca_cert"),
+        help="PEM root certificates; implies --tls",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default("json"), help="machine-readable output"
+    )
+
+
+def _cmd_index(client: DedupClient, args: argparse.Namespace) -> int:
+    extensions = DEFAULT_EXTENSIONS | normalise_extensions(args.extensions)
+    opts = IndexOptions(
+        root=args.dir,
+        recursive=args.recursive,
+        skip_duplicates=args.skip_duplicates,
+        threshold=args.threshold,
+        id_mode=IdMode(args.id_mode),
+        extensions=extensions,
+        collection=args.collection,
+    )
+    return run_index(client, opts, as_json=args.json)
+
+
+def _cmd_check(client: DedupClient, args: argparse.Namespace) -> int:
+    opts = CheckOptions(
+        file=args.file,
+        threshold=args.threshold,
+        top_k=args.top_k,
+        insert=args.insert,
+        id=args.id,
+        collection=args.collection,
+    )
+    return run_check(client, opts, as_json=args.json)
+
+
+def _cmd_stats(client: DedupClient, args: argparse.Namespace) -> int:
+    return run_stats(client, args.collection, as_json=args.json)
+
+
+def _cmd_delete(client: DedupClient, args: argparse.Namespace) -> int:
+    return run_delete(client, args.ids, args.collection, as_json=args.json)
+
+
+def _build_parser(defaults: dict[str, Any]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dedup", description="Client for the image-deduplication gRPC service."
+    )
+    _add_global_flags(parser, defaults)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    index = sub.add_parser("index", help="index every image under a folder")
+    _add_global_flags(index, None)
+    index.add_argument("dir", type=Path, metavar="DIR")
+    index.add_argument(
+        "--recursive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="descend into sub-folders (default: yes)",
+    )
+    index.add_argument(
+        "--skip-duplicates", action="store_true", help="do not index images that are duplicates"
+    )
+    index.add_argument(
+        "--threshold", type=_threshold, default=0.0, help="0 = the server's default"
+    )
+    index.add_argument(
+        "--id-mode",
+        choices=[m.value for m in IdMode],
+        default=IdMode.RELATIVE.value,
+        help="image id: path relative to DIR (default) or the file name",
+    )
+    index.add_argument(
+        "--extensions",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="EXT",
+        help="more file extensions to include (besides %s)" % " ".join(sorted(DEFAULT_EXTENSIONS)),
+    )
+    index.set_defaults(handler=_cmd_index)
+
+    check = sub.add_parser("check", help="is this image a duplicate of an indexed one?")
+    _add_global_flags(check, None)
+    check.add_argument("file", type=Path, metavar="FILE")
+    check.add_argument(
+        "--threshold", type=_threshold, default=0.0, help="0 = the server's default"
+    )
+    check.add_argument(
+        "--top-k", type=_non_negative_int, default=0, help="0 = the server's default"
+    )
+    check.add_argument("--insert", action="store_true", help="index it when it is unique")
+    check.add_argument("--id", default="", help="id to store it under (with --insert)")
+    check.set_defaults(handler=_cmd_check)
+
+    stats = sub.add_parser("stats", help="model, defaults, index and per-collection counts")
+    _add_global_flags(stats, None)
+    stats.set_defaults(handler=_cmd_stats)
+
+    delete = sub.add_parser("delete", help="remove images by id")
+    _add_global_flags(delete, None)
+    delete.add_argument("ids", nargs="+", metavar="ID")
+    delete.set_defaults(handler=_cmd_delete)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    defaults: dict[str, Any] = {
+        "target": os.environ.get("DEDUP_TARGET") or DEFAULT_TARGET,
+        "collection": "",
+        "timeout": DEFAULT_TIMEOUT_S,
+        "token": os.environ.get("DEDUP_TOKEN") or None,
+        "tls": False,
+        "ca_cert": None,
+        "json": False,
+    }
+    parser = _build_parser(defaults)
+    args = parser.parse_args(argv)
+    if args.command == "check" and args.insert and not args.id:
+        parser.error("check --insert needs --id")
+
+    try:
+        root_certificates = args.ca_cert.read_bytes() if args.ca_cert is not None else None
+    except OSError as exc:
+        print(f"error: cannot read {args.ca_cert}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+    handler: Command = args.handler
+    try:
+        with DedupClient(
+            args.target,
+            timeout=args.timeout,
+            token=args.token,
+            tls=args.tls,
+            root_certificates=root_certificates,
+        ) as client:
+            return handler(client, args)
+    except (DedupError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
