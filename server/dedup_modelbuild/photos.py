@@ -1,0 +1,56 @@
+"""Turn photos into the model's input exactly as clients do: RGB, direct resize to 224x224, uint8 NHWC."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+from PIL import Image
+
+from .architectures import INPUT_SIZE
+
+logger = logging.getLogger(__name__)
+
+PHOTO_SUFFIXES: Final = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+
+
+def to_input(image: Image.Image) -> np.ndarray:
+    """One image as uint8 [224, 224, 3] (direct resize, no crop: the same rule as the service's decoder)."""
+    rgb = image.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def load_photos(directory: Path, *, limit: int = 16) -> list[Image.Image]:
+    """Up to ``limit`` decodable photos from ``directory`` (sorted by name, not recursive)."""
+    photos = []
+    for path in sorted(p for p in directory.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES):
+        try:
+            with Image.open(path) as image:
+                photos.append(image.convert("RGB"))
+        except OSError as exc:
+            logger.warning("skipping unreadable photo %s: %s", path, exc)
+        if len(photos) >= limit:
+            break
+    return photos
+
+
+def synthetic_photos(count: int = 8, *, seed: int = 0) -> list[Image.Image]:
+    """Seeded stand-ins with structure (gradients, blobs, stripes) for when no real photos are at hand."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:320, 0:480].astype(np.float32)
+    photos = []
+    for _ in range(count):
+        canvas = np.zeros((320, 480, 3), np.float32)
+        for channel in range(3):
+            gx, gy = rng.uniform(-1, 1, size=2)
+            canvas[..., channel] = 128 + 60 * (gx * xx / 480 + gy * yy / 320)
+        for _ in range(6):
+            cx, cy, radius = rng.uniform(0, 480), rng.uniform(0, 320), rng.uniform(20, 90)
+            mask = (xx - cx) ** 2 + (yy - cy) ** 2 < radius**2
+            canvas[mask] = rng.uniform(0, 255, size=3)
+        period = rng.uniform(8, 40)
+        canvas += 25 * np.sin(2 * np.pi * (xx * rng.uniform(-1, 1) + yy * rng.uniform(-1, 1)) / period)[..., None]
+        photos.append(Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)))
+    return photos
