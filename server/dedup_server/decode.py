@@ -37,6 +37,8 @@ def decode_image(data: bytes, limits: DecodeLimits) -> np.ndarray:
         raise InvalidImage(f"image is {len(data)} bytes, over the limit of {limits.max_bytes} bytes")
     try:
         image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # Pillow's own check, at twice its ~89 Mpx limit
+        raise InvalidImage(f"image declares too many pixels, over the limit of {limits.max_pixels}: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise InvalidImage(
             f"not a recognised image (accepted formats: {', '.join(sorted(ACCEPTED_FORMATS))})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
@@ -40,6 +41,18 @@ class ModelInfo:
     def label(self) -> str:
         """What collections record and responses report: name@version."""
         return f"{self.name}@{self.version}"
+
+
+class Embedder(Protocol):
+    """What the service needs from an embedding backend (Triton in production, fakes in unit tests)."""
+
+    async def model_info(self) -> ModelInfo: ...
+
+    async def embed(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
+
+    async def is_ready(self) -> bool: ...
+
+    async def close(self) -> None: ...
 
 
 class TritonEmbedder:

@@ -7,7 +7,7 @@ import logging
 
 from grpc_health.v1 import health, health_pb2
 
-from .embedder import ModelInfo, TritonEmbedder
+from .embedder import Embedder, ModelInfo
 from .errors import DedupError
 from .index import MilvusIndex
 
@@ -30,7 +30,7 @@ class BackendMonitor:
     def __init__(
         self,
         *,
-        embedder: TritonEmbedder,
+        embedder: Embedder,
         index: MilvusIndex,
         health_servicer: health.aio.HealthServicer,
         interval_s: float,

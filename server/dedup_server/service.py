@@ -22,7 +22,7 @@ from . import validation
 from .batcher import MicroBatcher
 from .config import ServerConfig
 from .decode import DecodeLimits, decode_image
-from .embedder import ModelInfo, TritonEmbedder
+from .embedder import Embedder, ModelInfo
 from .errors import DedupError, InvalidRequest
 from .index import CollectionStats, Hit, IndexDescription, MilvusIndex, StoredImage
 from .stream import map_unordered
@@ -104,7 +104,7 @@ class _WriteResult:
 
 class DedupService:
     def __init__(
-        self, config: ServerConfig, *, embedder: TritonEmbedder, index: MilvusIndex, decode_pool: Executor
+        self, config: ServerConfig, *, embedder: Embedder, index: MilvusIndex, decode_pool: Executor
     ) -> None:
         self._config = config
         self._limits = config.limits
