@@ -16,12 +16,14 @@ class Calibration:
 
 
 _CALIBRATED: dict[str, Calibration] = {
-    # Measured through the real API on ../shared/eval base photos and seeded copies (scale 25-50 %,
-    # crop 80 %, brightness +-40 %, grayscale, JPEG q20, hflip, 8 deg rotation) against the other
-    # photos as distractors; see tests/integration/test_end_to_end.py and the closing note of issue 2.
+    # Measured through the real API (issue 2): the 10 UKBench photos of ../shared/eval indexed, 110
+    # seeded copies (scale 25/50 %, crop 80/65 %, brightness +-35 %, grayscale, JPEG q20, PNG, hflip,
+    # rotation 8 deg) checked. Lowest same-photo cosine 0.605 (grayscale), highest different-photo
+    # cosine 0.488: 0.55 sits in the gap. Provisional until the evaluation harness (issue 3)
+    # calibrates on a larger held-out set.
     "efficientnet_lite0-imagenet": Calibration(
-        threshold=0.80,
-        source="provisional: midpoint of min same-photo cosine and max different-photo cosine on ../shared/eval (issue 2)",
+        threshold=0.55,
+        source="provisional: gap between same-photo min 0.605 and different-photo max 0.488 on 10 UKBench photos x 11 transforms",
     ),
     "resnet50-imagenet1k_v1": Calibration(
         threshold=0.85,
