@@ -272,7 +272,8 @@ class MilvusIndex:
     def _collection_stats(self, name: str) -> CollectionStats:
         milvus_name = self._prefix + name
         self._ensure_loaded(milvus_name)
-        count_rows = self._client.query(milvus_name, filter="", output_fields=["count(*)"], consistency_level=CONSISTENCY)
+        # Strong: counts are rare, and must reflect deletes too.
+        count_rows = self._client.query(milvus_name, filter="", output_fields=["count(*)"], consistency_level="Strong")
         count = int(count_rows[0]["count(*)"]) if count_rows else 0
         index = self._client.describe_index(milvus_name, index_name=VECTOR_FIELD) or {}
         index_type = str(index.get("index_type", ""))
