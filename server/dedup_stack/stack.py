@@ -82,6 +82,8 @@ class Stack:
             MilvusProcess(
                 MilvusConfig(
                     base_dir=data_dir / "milvus",
+                    # Shared with the integration tests' Milvus (same path) so the 246 MB are unpacked once.
+                    install_dir=data_dir / "milvus-install",
                     ports=MilvusPorts.with_proxy(config.milvus_port),
                     startup_timeout_s=config.startup_timeout_s,
                     stop_grace_s=config.milvus_stop_grace_s,
