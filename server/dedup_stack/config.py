@@ -33,7 +33,8 @@ class StackConfig:
     # The gRPC front; tests point this at a stand-in while dedup_server is not there.
     front_command: tuple[str, ...] = _DEFAULT_FRONT_COMMAND
     startup_timeout_s: float = 180.0
-    stop_grace_s: float = 10.0  # per child, for the front and Triton
+    # For the front and Triton: longer than the front's own DEDUP_SHUTDOWN_GRACE_S (10 s) so it can drain.
+    stop_grace_s: float = 15.0
     milvus_stop_grace_s: float = 5.0  # Milvus 2.3.5 often hangs on SIGTERM once it holds data; then it is killed
 
     def __post_init__(self) -> None:
@@ -89,7 +90,7 @@ class StackConfig:
             triton_url=get("DEDUP_TRITON_URL"),
             front_command=tuple(shlex.split(front)) if front else _DEFAULT_FRONT_COMMAND,
             startup_timeout_s=get_float("DEDUP_STARTUP_TIMEOUT_S", 180.0),
-            stop_grace_s=get_float("DEDUP_STOP_GRACE_S", 10.0),
+            stop_grace_s=get_float("DEDUP_STOP_GRACE_S", 15.0),
             milvus_stop_grace_s=get_float("DEDUP_MILVUS_STOP_GRACE_S", 5.0),
         )
 

@@ -105,7 +105,7 @@ class ChildProcess:
             code = self.poll()
             if code is not None:
                 raise ProcessStartError(
-                    f"{self.name} exited with code {code} before it was {what}", log_tail=self.log_tail()
+                    f"{self.name} {describe_exit(code)} before it was {what}", log_tail=self.log_tail()
                 )
             if probe():
                 return
@@ -146,6 +146,16 @@ class ChildProcess:
         if self._log_path is None or not self._log_path.exists():
             return ""
         return tail_text(self._log_path, lines)
+
+
+def describe_exit(returncode: int) -> str:
+    """'exited with code 3' or 'killed by SIGKILL' (Popen reports death by signal N as -N)."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
 
 
 def tail_text(path: Path, lines: int = 40, max_bytes: int = 64 * 1024) -> str:

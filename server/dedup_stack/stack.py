@@ -24,7 +24,7 @@ from dedup_stack.errors import ModelRepositoryError, ProcessStartError, StackErr
 from dedup_stack.front import FrontConfig, FrontProcess, front_env
 from dedup_stack.milvus import MilvusConfig, MilvusPorts, MilvusProcess
 from dedup_stack.ports import PortClaim, check_ports_free
-from dedup_stack.process import ChildProcess
+from dedup_stack.process import ChildProcess, describe_exit
 from dedup_stack.triton import TritonConfig, TritonProcess
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class Stack:
         except StartCancelled as exc:
             logger.info("%s; stopping", exc)
             return EXIT_OK
-        except ProcessStartError as exc:
+        except StackError as exc:  # ProcessStartError, or e.g. a port taken since the preflight
             logger.error("startup failed: %s", exc)
             return EXIT_FAILED
         logger.info("%s", self._serving_line(time.monotonic() - started))
@@ -209,8 +209,10 @@ class Stack:
                 error = error or StartCancelled(f"received {signal.Signals(event.signum).name} while starting")
             elif isinstance(event, _Exited):
                 self._cancel.set()
-                error = error or ProcessStartError(f"{event.name} exited with code {event.returncode} while "
-                                                   "the rest was starting", log_tail=self._log_tail(event.name))
+                error = error or ProcessStartError(
+                    f"{event.name} {describe_exit(event.returncode)} while the rest was starting",
+                    log_tail=self._log_tail(event.name),
+                )
             elif isinstance(event, _Started):
                 pending.discard(event.name)
                 if event.error is None:
@@ -218,9 +220,10 @@ class Stack:
                 else:
                     self._cancel.set()
                     # The first real failure wins over the StartCancelled it causes in the others.
-                    if error is None or (isinstance(error, StartCancelled) and
-                                         not isinstance(event.error, StartCancelled)):
+                    cancelled_only = error is None or isinstance(error, StartCancelled)
+                    if cancelled_only and not isinstance(event.error, StartCancelled):
                         error = event.error
+                    error = error or event.error
         for thread in threads:
             thread.join()
         if error is not None:
@@ -235,9 +238,9 @@ class Stack:
             if isinstance(event, _Exited):
                 tail = self._log_tail(event.name)
                 logger.error(
-                    "%s exited unexpectedly with code %d; stopping the rest%s",
+                    "%s stopped unexpectedly (%s); stopping the rest%s",
                     event.name,
-                    event.returncode,
+                    describe_exit(event.returncode),
                     f"\n--- last lines of its log ---\n{tail}" if tail else "",
                 )
                 return EXIT_FAILED
@@ -245,10 +248,16 @@ class Stack:
     def stop(self) -> None:
         """Stop the front first (it holds clients of the others), then Triton and Milvus side by side."""
         self._cancel.set()
-        self.front.stop()
-        backends = [p for p in (self.triton, self.milvus) if p is not None]
+        if self.front.child is not None:
+            logger.info("stopping the gRPC front")
+            self.front.stop()
+        backends = [p for p in (self.triton, self.milvus) if p is not None and p.child is not None]
+        if not backends:
+            return
+        logger.info("stopping %s", " and ".join(type(p).__name__.removesuffix("Process") for p in backends))
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="stop") as pool:
             list(pool.map(lambda p: p.stop(), backends))  # list(): re-raise what a stop() raised
+        logger.info("stopped")
 
     # -- helpers ----------------------------------------------------------------------------------------------
 

@@ -273,7 +273,7 @@ def test_stack_exits_nonzero_when_the_front_dies(tmp_path: Path, no_leftovers: N
     wait_for_line(proc, log, "serving on", timeout_s=60)
     die.touch()
     assert proc.wait(timeout=30) == 1
-    assert "gRPC front exited unexpectedly with code 3" in log.read_text()
+    assert "gRPC front stopped unexpectedly (exited with code 3)" in log.read_text()
 
 
 def test_stack_refuses_to_start_when_a_port_is_taken(tmp_path: Path, no_leftovers: None) -> None:

@@ -8,6 +8,7 @@ import socket
 import sys
 import sysconfig
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from dedup_stack.config import StackConfig
 from dedup_stack.errors import ModelRepositoryError, PortInUseError, ProcessStartError
 from dedup_stack.milvus import MilvusConfig, MilvusPorts, write_configs
 from dedup_stack.ports import PortClaim, check_ports_free, pick_free_ports, port_is_free
-from dedup_stack.process import ChildProcess, group_has_live_members, tail_text
+from dedup_stack.process import ChildProcess, describe_exit, group_has_live_members, tail_text
 from dedup_stack.stack import Stack, check_model_repository
 from dedup_stack.triton import TritonConfig, TritonDistribution, build_argv, build_env, prepare_backend_dir
 
@@ -116,7 +117,7 @@ def test_config_is_frozen() -> None:
 
 
 @pytest.fixture
-def listener() -> socket.socket:
+def listener() -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen()
@@ -383,6 +384,18 @@ def test_wait_ready_times_out_with_log_tail(tmp_path: Path) -> None:
             child.wait_ready(lambda: False, timeout_s=0.5)
     finally:
         child.stop(grace_s=0.3)
+
+
+@pytest.mark.parametrize(
+    ("returncode", "text"),
+    [
+        pytest.param(3, "exited with code 3", id="code"),
+        pytest.param(-9, "killed by SIGKILL", id="signal"),
+        pytest.param(-200, "killed by signal 200", id="unknown-signal"),
+    ],
+)
+def test_describe_exit(returncode: int, text: str) -> None:
+    assert describe_exit(returncode) == text
 
 
 def test_tail_text_returns_last_lines(tmp_path: Path) -> None:
