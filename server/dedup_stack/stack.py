@@ -171,9 +171,8 @@ class Stack:
                 backends["Triton"] = self.triton.start
             self._start_together(backends)
             self._start_together({"gRPC front": self.front.start})
-        except StartCancelled as exc:
-            logger.info("%s; stopping", exc)
-            return EXIT_OK
+        except StartCancelled:
+            return EXIT_OK  # asked to stop (logged when the signal came); not a failure
         except StackError as exc:  # ProcessStartError, or e.g. a port taken since the preflight
             logger.error("startup failed: %s", exc)
             return EXIT_FAILED
@@ -206,7 +205,9 @@ class Stack:
             event = self._events.get()
             if isinstance(event, _Signal):
                 self._cancel.set()
-                error = error or StartCancelled(f"received {signal.Signals(event.signum).name} while starting")
+                if error is None:
+                    logger.info("received %s while starting; stopping", signal.Signals(event.signum).name)
+                    error = StartCancelled(f"received {signal.Signals(event.signum).name} while starting")
             elif isinstance(event, _Exited):
                 self._cancel.set()
                 error = error or ProcessStartError(

@@ -181,8 +181,8 @@ def test_triton_start_failure_shows_the_log_tail(tmp_path: Path, no_leftovers: N
 
 # -- python -m dedup_stack ----------------------------------------------------------------------------------
 
-# Stand-in for dedup_server: grpc.health.v1 SERVING on DEDUP_PORT, records its environment, exits 0 on SIGTERM,
-# and exits 3 by itself when the file named in FAKE_FRONT_DIE appears.
+# Stand-in for dedup_server: grpc.health.v1 on DEDUP_PORT (SERVING after FAKE_FRONT_SERVING_AFTER seconds),
+# records its environment, exits 0 on SIGTERM, and exits 3 by itself when the file FAKE_FRONT_DIE appears.
 FAKE_FRONT = textwrap.dedent(
     """\
     import json, os, signal, sys, threading
@@ -192,7 +192,8 @@ FAKE_FRONT = textwrap.dedent(
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     servicer = health.HealthServicer()
-    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    serving = lambda: servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    threading.Timer(float(os.environ.get("FAKE_FRONT_SERVING_AFTER", "0")), serving).start()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     server.add_insecure_port(f"{os.environ['DEDUP_HOST']}:{os.environ['DEDUP_PORT']}")
     server.start()
@@ -274,6 +275,19 @@ def test_stack_exits_nonzero_when_the_front_dies(tmp_path: Path, no_leftovers: N
     die.touch()
     assert proc.wait(timeout=30) == 1
     assert "gRPC front stopped unexpectedly (exited with code 3)" in log.read_text()
+
+
+def test_stack_stops_on_sigint_while_starting(tmp_path: Path, no_leftovers: None) -> None:
+    log = tmp_path / "stack.log"
+    proc = start_stack(stack_env(tmp_path, FAKE_FRONT_SERVING_AFTER="60"), log)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "front-env.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0, log.read_text()
+    content = log.read_text()
+    assert "received SIGINT while starting; stopping" in content
+    assert "serving on" not in content
 
 
 def test_stack_refuses_to_start_when_a_port_is_taken(tmp_path: Path, no_leftovers: None) -> None:
