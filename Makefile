@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/server:$(CURDIR)/clients/python:$(CURDIR)
 RESNET50_WEIGHTS ?= $(DEDUP_RESNET50_WEIGHTS)
 MODEL_STAMP := triton_models/embedder/1/model.onnx
 
-.PHONY: help setup model run test test-unit test-integration proto proto-check clean
+.PHONY: help setup model run test test-unit test-integration lint proto proto-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ test-unit: $(STAMP) ## unit tests only (no backends)
 
 test-integration: $(STAMP) $(MODEL_STAMP) ## integration tests only
 	$(PY) -m pytest tests/integration -q
+
+lint: $(STAMP) ## ruff and mypy (generated stubs excluded)
+	$(VENV)/bin/ruff check server clients/python/dedup_client tests
+	$(VENV)/bin/mypy server/dedup_server server/dedup_stack clients/python/dedup_client
 
 PROTO_OUT := clients/python
 proto: $(STAMP) ## regenerate the checked-in stubs from proto/

@@ -145,7 +145,7 @@ class MicroBatcher(Generic[P, R]):
                     if not job.future.done():
                         job.future.set_exception(exc)
                 return
-            for job, result in zip(live, results):
+            for job, result in zip(live, results, strict=True):
                 if not job.future.done():
                     job.future.set_result(result)
         finally:

@@ -39,6 +39,13 @@ METRIC = "COSINE"
 CONSISTENCY = "Session"
 
 
+# describe_index() keys that are not build parameters.
+_INDEX_DESCRIPTION_KEYS = frozenset({
+    "index_type", "metric_type", "field_name", "index_name", "total_rows", "indexed_rows", "pending_index_rows",
+    "state",
+})
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Hit:
     id: str
@@ -277,7 +284,7 @@ class MilvusIndex:
         count = int(count_rows[0]["count(*)"]) if count_rows else 0
         index = self._client.describe_index(milvus_name, index_name=VECTOR_FIELD) or {}
         index_type = str(index.get("index_type", ""))
-        build = {k: str(v) for k, v in index.items() if k not in ("index_type", "metric_type", "field_name", "index_name", "total_rows", "indexed_rows", "pending_index_rows", "state")}
+        build = {k: str(v) for k, v in index.items() if k not in _INDEX_DESCRIPTION_KEYS}
         if "params" in build:  # nested form (see _create): flatten for display
             try:
                 build = {k: str(v) for k, v in json.loads(build["params"].replace("'", '"')).items()}

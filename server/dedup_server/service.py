@@ -153,7 +153,9 @@ class DedupService:
             result = await self._write(
                 _WriteJob(collection, image_id, vector, metadata, True, threshold, top_k)
             )
-            return CheckOutcome(matches=result.matches, inserted=result.inserted, model=model.label, threshold=threshold)
+            return CheckOutcome(
+                matches=result.matches, inserted=result.inserted, model=model.label, threshold=threshold
+            )
         with tracer.start_as_current_span("search"):
             hits = (await asyncio.to_thread(self._index.search, milvus_name, vector[None, :], top_k))[0]
         matches = [hit for hit in hits if hit.similarity >= threshold]
@@ -249,7 +251,7 @@ class DedupService:
                 outcomes = self._write_collection(collection, [jobs[p] for p in positions], model)
             except DedupError as exc:
                 outcomes = [exc] * len(positions)
-            for position, outcome in zip(positions, outcomes):
+            for position, outcome in zip(positions, outcomes, strict=True):
                 results[position] = outcome
         return results
 
@@ -267,7 +269,7 @@ class DedupService:
             # Items stored earlier in this batch are not in Milvus yet: compare with them directly.
             earlier = [k for other_id, k in accepted.items() if other_id != job.id]
             if earlier:
-                for k, similarity in zip(earlier, vectors[earlier] @ job.vector):
+                for k, similarity in zip(earlier, vectors[earlier] @ job.vector, strict=True):
                     if similarity >= job.threshold:
                         matches.append(Hit(id=jobs[k].id, similarity=float(similarity), metadata=jobs[k].metadata))
             matches = _best_unique(matches, job.top_k)
@@ -276,7 +278,9 @@ class DedupService:
                 accepted.pop(job.id, None)  # a re-sent id in the same batch replaces the earlier one
                 accepted[job.id] = j
             results.append(_WriteResult(matches=matches, inserted=inserted))
-        stored = [StoredImage(id=jobs[k].id, vector=jobs[k].vector, metadata=jobs[k].metadata) for k in accepted.values()]
+        stored = [
+            StoredImage(id=jobs[k].id, vector=jobs[k].vector, metadata=jobs[k].metadata) for k in accepted.values()
+        ]
         try:
             with tracer.start_as_current_span("insert", attributes={"batch.size": len(stored)}):
                 self._index.upsert(milvus_name, model, stored)

@@ -23,7 +23,10 @@ _CALIBRATED: dict[str, Calibration] = {
     # calibrates on a larger held-out set.
     "efficientnet_lite0-imagenet": Calibration(
         threshold=0.55,
-        source="provisional: gap between same-photo min 0.605 and different-photo max 0.488 on 10 UKBench photos x 11 transforms",
+        source=(
+            "provisional: gap between same-photo min 0.605 and different-photo max 0.488 "
+            "on 10 UKBench photos x 11 transforms"
+        ),
     ),
     "resnet50-imagenet1k_v1": Calibration(
         threshold=0.85,

@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from dedup_client import DedupClient
 from dedup_server.app import running_server
 from dedup_server.config import ServerConfig
 from dedup_stack.milvus import MilvusConfig, MilvusPorts, MilvusProcess
 from dedup_stack.ports import pick_free_ports
 from dedup_stack.triton import TritonConfig, TritonProcess
+
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from dedup_client import DedupClient, DedupError, IndexItem, IndexStatus
+from dedup_client.cli import main as cli_main
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from dedup_client import DedupClient, DedupError, IndexItem, IndexStatus
-from dedup_client.cli import main as cli_main
 from tests.conftest import transformed_copies
 
 pytestmark = pytest.mark.integration
@@ -188,7 +188,9 @@ def test_health_and_reflection(front) -> None:
         assert {"dedup.v1.Deduplication", "grpc.health.v1.Health"} <= names
 
 
-def test_cli_index_check_stats_delete(front, eval_dir: Path, collection: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_index_check_stats_delete(
+    front, eval_dir: Path, collection: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = ["--target", f"127.0.0.1:{front.port}", "--collection", collection]
     # The nested folder holds a photo, its copies and a corrupt file: exit 1 because of the corrupt one.
     code = cli_main([*target, "--json", "index", str(eval_dir / "mixed_nested_images")])

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from dedup_stack.errors import ProcessStartError
 from dedup_stack.milvus import MilvusConfig, MilvusPorts, MilvusProcess
 from dedup_stack.ports import pick_free_ports

@@ -4,7 +4,6 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-
 from dedup_server.batcher import MicroBatcher
 from dedup_server.config import BatchConfig
 from dedup_server.errors import BackendError, Overloaded
@@ -88,7 +87,8 @@ async def test_full_queue_answers_overloaded_and_streams_wait_instead() -> None:
 async def test_cancelled_callers_are_skipped() -> None:
     gate = asyncio.Event()
     recorder = Recorder(gate=gate)
-    batcher = MicroBatcher(recorder, BatchConfig(max_batch_size=1, max_delay_ms=1, max_queue=8, max_in_flight=1), name="t")
+    config = BatchConfig(max_batch_size=1, max_delay_ms=1, max_queue=8, max_in_flight=1)
+    batcher = MicroBatcher(recorder, config, name="t")
     batcher.start()
     first = asyncio.create_task(batcher.submit(1))
     while not recorder.batches:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from dedup.v1 import dedup_pb2, dedup_pb2_grpc
 from dedup_client import (
     DedupClient,

@@ -3,7 +3,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from dedup_server import validation
 from dedup_server.config import ConfigError, Limits, ServerConfig
 from dedup_server.errors import InvalidRequest

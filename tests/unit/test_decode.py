@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from dedup_server.decode import DecodeLimits, decode_image
 from dedup_server.errors import InvalidImage
+from PIL import Image
+
 from tests.conftest import encode
 
 LIMITS = DecodeLimits()

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from dedup_server.config import BatchConfig, ServerConfig
 from dedup_server.embedder import ModelInfo
 from dedup_server.errors import CollectionNotFound, InvalidImage, InvalidRequest, ModelMismatch
 from dedup_server.index import MilvusIndex
 from dedup_server.service import CheckQuery, DedupService, IndexItem, ItemStatus
+from PIL import Image
+
 from tests.conftest import encode
 
 DIM = 16
@@ -98,7 +98,8 @@ async def test_check_finds_indexed_image_and_not_others(make_service) -> None:
 async def test_skip_duplicates_inside_one_batch_keeps_exactly_one(make_service) -> None:
     service = make_service(write_batch=BatchConfig(max_batch_size=64, max_delay_ms=50, max_queue=128, max_in_flight=1))
     items = [IndexItem(id=f"copy{i}", image=RED, skip_duplicates=True) for i in range(6)]
-    outcomes = [o async for o in service.index_stream(_items(*items, IndexItem(id="g", image=GREEN, skip_duplicates=True)))]
+    green = IndexItem(id="g", image=GREEN, skip_duplicates=True)
+    outcomes = [o async for o in service.index_stream(_items(*items, green))]
     statuses = sorted((o.id, o.status.value) for o in outcomes)
     assert [s for _, s in statuses].count("INDEXED") == 2  # one red copy + green
     duplicates = [o for o in outcomes if o.status is ItemStatus.DUPLICATE]

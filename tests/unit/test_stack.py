@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from dedup_stack.config import StackConfig
 from dedup_stack.errors import ModelRepositoryError, PortInUseError, ProcessStartError
 from dedup_stack.milvus import MilvusConfig, MilvusPorts, write_configs

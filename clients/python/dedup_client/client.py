@@ -10,7 +10,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 
 import grpc
-
 from dedup.v1 import dedup_pb2, dedup_pb2_grpc
 
 from .errors import DedupConnectionError, DedupError
