@@ -86,6 +86,11 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         await monitor.stop()  # NOT_SERVING first, so balancers stop sending
         await server.stop(config.shutdown_grace_s)
         await service.close()
+        for batcher in (service.embed_batcher, service.write_batcher):
+            logger.info(
+                "%s batches: %d, items %d, mean size %.1f, largest %d", batcher.name, batcher.stats.batches,
+                batcher.stats.items, batcher.stats.mean_batch_size, batcher.stats.largest_batch,
+            )
         await embedder.close()
         await asyncio.to_thread(index.close)
         decode_pool.shutdown(wait=True)

@@ -61,6 +61,10 @@ class MicroBatcher(Generic[P, R]):
         self.stats = BatcherStats()
 
     @property
+    def name(self) -> str:
+        return self._name
+
+    @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
