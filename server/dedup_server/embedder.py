@@ -52,6 +52,8 @@ class Embedder(Protocol):
 
     async def is_ready(self) -> bool: ...
 
+    def forget_model_info(self) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -82,6 +84,10 @@ class TritonEmbedder:
             )
         except InferenceServerException:
             return False
+
+    def forget_model_info(self) -> None:
+        """Read the model's identity again on next use (Triton went away and may come back with another)."""
+        self._info = None
 
     async def model_info(self) -> ModelInfo:
         if self._info is None:

@@ -74,6 +74,8 @@ class BackendMonitor:
                 name for name, ok in (("Triton", triton_ok), ("Milvus", milvus_ok)) if not ok
             )
             serving = triton_ok and milvus_ok
+            if not triton_ok:
+                self._embedder.forget_model_info()
             if serving and self._serving is not True:
                 serving = await self._announce_model()
                 reason = reason or "model config unreadable"

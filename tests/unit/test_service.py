@@ -44,6 +44,9 @@ class ColourEmbedder:
     async def is_ready(self) -> bool:
         return True
 
+    def forget_model_info(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
