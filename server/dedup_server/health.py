@@ -68,19 +68,24 @@ class BackendMonitor:
 
     async def _watch(self) -> None:
         while True:
-            triton_ok = await self._embedder.is_ready()
-            milvus_ok = await asyncio.to_thread(self._index.ping)
-            reason = ", ".join(
-                name for name, ok in (("Triton", triton_ok), ("Milvus", milvus_ok)) if not ok
-            )
-            serving = triton_ok and milvus_ok
-            if not triton_ok:
-                self._embedder.forget_model_info()
-            if serving and self._serving is not True:
-                serving = await self._announce_model()
-                reason = reason or "model config unreadable"
-            await self._set(serving, f"{reason} not answering" if not serving else "")
+            try:
+                await self._check_once()
+            except Exception:  # the watcher must outlive any surprise, or health would freeze
+                logger.exception("backend check failed")
+                await self._set(False, "backend check failed")
             await asyncio.sleep(self._interval_s)
+
+    async def _check_once(self) -> None:
+        triton_ok = await self._embedder.is_ready()
+        milvus_ok = await asyncio.to_thread(self._index.ping)
+        reason = ", ".join(name for name, ok in (("Triton", triton_ok), ("Milvus", milvus_ok)) if not ok)
+        serving = triton_ok and milvus_ok
+        if not triton_ok:
+            self._embedder.forget_model_info()
+        if serving and self._serving is not True:
+            serving = await self._announce_model()
+            reason = reason or "model config unreadable"
+        await self._set(serving, f"{reason} not answering" if not serving else "")
 
     async def _announce_model(self) -> bool:
         try:
