@@ -26,11 +26,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from types import TracebackType
 
 from dedup_stack.errors import StackError
 from dedup_stack.ports import WILDCARD_HOST, PortClaim, check_ports_free, pick_free_ports
-from dedup_stack.process import ChildProcess
+from dedup_stack.process import ChildProcess, ManagedService
 
 logger = logging.getLogger(__name__)
 
@@ -169,21 +168,16 @@ def write_configs(config: MilvusConfig) -> Path:
     return configs_dir
 
 
-class MilvusProcess:
+class MilvusProcess(ManagedService):
     """Milvus standalone as a child process; `start()` returns once MilvusClient can list collections."""
 
     def __init__(self, config: MilvusConfig) -> None:
+        super().__init__()
         self.config = config
-        self._child: ChildProcess | None = None
-        self.startup_seconds: float | None = None
 
     @property
     def uri(self) -> str:
         return self.config.uri
-
-    @property
-    def child(self) -> ChildProcess | None:
-        return self._child
 
     def start(self, cancel: threading.Event | None = None) -> None:
         """Start and wait until ready; on any failure the process is stopped before the error propagates."""
@@ -233,17 +227,6 @@ class MilvusProcess:
         if pid is not None:
             (_SERVER_ID_DIR / f"server_id_{pid}").unlink(missing_ok=True)
 
-    def __enter__(self) -> MilvusProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _MilvusProbe:

@@ -15,7 +15,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, TypeVar
 
 from dedup_stack.errors import ProcessStartError, StartCancelled
 
@@ -210,3 +211,37 @@ def group_has_live_members(pgid: int) -> bool:
         if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
+
+
+_Service = TypeVar("_Service", bound="ManagedService")
+
+
+class ManagedService:
+    """What Milvus and Triton share: one ChildProcess, `start()` that returns once it is ready, `stop()`,
+    and use as a context manager. Subclasses implement start() and stop()."""
+
+    def __init__(self) -> None:
+        self._child: ChildProcess | None = None
+        self.startup_seconds: float | None = None
+
+    @property
+    def child(self) -> ChildProcess | None:
+        return self._child
+
+    def start(self, cancel: threading.Event | None = None) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Service) -> _Service:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

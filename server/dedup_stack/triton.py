@@ -24,11 +24,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from dedup_stack.errors import StackError
 from dedup_stack.ports import WILDCARD_HOST, PortClaim, check_ports_free
-from dedup_stack.process import ChildProcess
+from dedup_stack.process import ChildProcess, ManagedService
 
 logger = logging.getLogger(__name__)
 
@@ -165,22 +164,17 @@ def build_argv(config: TritonConfig, dist: TritonDistribution, backend_dir: Path
     return argv
 
 
-class TritonProcess:
+class TritonProcess(ManagedService):
     """tritonserver as a child process; `start()` returns once the server and every model in config.models are
     ready, `stop()` stops it and its stubs. Usable as a context manager."""
 
     def __init__(self, config: TritonConfig) -> None:
+        super().__init__()
         self.config = config
-        self._child: ChildProcess | None = None
-        self.startup_seconds: float | None = None
 
     @property
     def url(self) -> str:
         return self.config.url
-
-    @property
-    def child(self) -> ChildProcess | None:
-        return self._child
 
     def start(self, cancel: threading.Event | None = None) -> None:
         """Start and wait until ready; on any failure the process is stopped before the error propagates."""
@@ -220,17 +214,6 @@ class TritonProcess:
         if self._child is not None:
             self._child.stop(self.config.stop_grace_s)
 
-    def __enter__(self) -> TritonProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _HealthProbe:
