@@ -47,7 +47,9 @@ class MilvusPorts:
     metrics: int = 9091  # /healthz and Prometheus metrics
     etcd_client: int = 2379
     etcd_peer: int = 2380
-    root_coord: int = 53100
+    # Milvus' own default, 53100, lies in Linux's ephemeral range (32768-60999): any outgoing connection
+    # (Milvus' own components talk over the host address) can hold it, and the stack then refuses to start.
+    root_coord: int = 19540
     query_coord: int = 19531
     query_node: int = 21123
     index_coord: int = 22930  # written to the config, but standalone 2.3.5 does not listen on it

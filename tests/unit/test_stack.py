@@ -247,7 +247,9 @@ def test_milvus_ports_must_differ() -> None:
 def test_milvus_port_claims_cover_every_listener() -> None:
     claims = MilvusPorts().port_claims()
     ports = {c.port for c in claims}
-    assert {19530, 19529, 9091, 2379, 2380, 53100, 19531, 21123, 21121, 13333, 21124} == ports
+    assert {19530, 19529, 9091, 2379, 2380, 19540, 19531, 21123, 21121, 13333, 21124} == ports
+    # None in Linux's ephemeral range, where any outgoing connection may hold them.
+    assert all(port < 32768 for port in ports)
     assert 22930 not in ports  # index coord: configured but not listened on by standalone 2.3.5
     assert all(c.purpose.startswith("Milvus ") for c in claims)
 
