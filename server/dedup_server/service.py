@@ -205,8 +205,6 @@ class DedupService:
         return await asyncio.to_thread(self._index.delete, milvus_name, list(dict.fromkeys(ids)))
 
     async def stats(self, collection: str) -> ServiceStats:
-        if collection:
-            validation.collection_name(collection, self._config.default_collection)
         collections = await asyncio.to_thread(self._index.stats, collection or None)
         return ServiceStats(
             collections=collections,

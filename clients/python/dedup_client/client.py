@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
 import grpc
 from dedup.v1 import dedup_pb2, dedup_pb2_grpc
@@ -161,12 +162,7 @@ class DedupClient:
             id=id,
             metadata=dict(metadata or {}),
         )
-        try:
-            response = self._stub.CheckDuplicate(
-                request, timeout=self._deadline(timeout), metadata=self._metadata
-            )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, self.target) from exc
+        response = self._unary(self._stub.CheckDuplicate, request, timeout)
         return check_from_proto(response)
 
     def index(
@@ -198,24 +194,21 @@ class DedupClient:
     ) -> DeleteResult:
         """Remove images by id; ids that were not there come back in ``not_found``."""
         request = dedup_pb2.DeleteImagesRequest(ids=list(ids), collection=collection)
-        try:
-            response = self._stub.DeleteImages(
-                request, timeout=self._deadline(timeout), metadata=self._metadata
-            )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, self.target) from exc
+        response = self._unary(self._stub.DeleteImages, request, timeout)
         return delete_from_proto(response)
 
     def stats(self, *, collection: str = "", timeout: float | None = None) -> StatsResult:
         """Counts per collection ("" = all), the model, the index and the defaults."""
         request = dedup_pb2.GetStatsRequest(collection=collection)
+        response = self._unary(self._stub.GetStats, request, timeout)
+        return stats_from_proto(response)
+
+    def _unary(self, method: Any, request: Any, timeout: float | None) -> Any:
+        """Call one unary RPC with the deadline and credentials; gRPC errors become DedupError."""
         try:
-            response = self._stub.GetStats(
-                request, timeout=self._deadline(timeout), metadata=self._metadata
-            )
+            return method(request, timeout=self._deadline(timeout), metadata=self._metadata)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, self.target) from exc
-        return stats_from_proto(response)
 
     def _deadline(self, timeout: float | None) -> float:
         return self.timeout if timeout is None else timeout
