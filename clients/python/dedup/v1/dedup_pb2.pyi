@@ -7,8 +7,17 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class FlipPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FLIP_POLICY_UNSPECIFIED: _ClassVar[FlipPolicy]
+    FLIP_POLICY_MIRROR_IS_DUPLICATE: _ClassVar[FlipPolicy]
+    FLIP_POLICY_MIRROR_IS_DISTINCT: _ClassVar[FlipPolicy]
+FLIP_POLICY_UNSPECIFIED: FlipPolicy
+FLIP_POLICY_MIRROR_IS_DUPLICATE: FlipPolicy
+FLIP_POLICY_MIRROR_IS_DISTINCT: FlipPolicy
+
 class CheckDuplicateRequest(_message.Message):
-    __slots__ = ("image", "collection", "threshold", "top_k", "insert_if_unique", "id", "metadata")
+    __slots__ = ("image", "collection", "threshold", "top_k", "insert_if_unique", "id", "metadata", "flip_policy")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +32,7 @@ class CheckDuplicateRequest(_message.Message):
     INSERT_IF_UNIQUE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    FLIP_POLICY_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     collection: str
     threshold: float
@@ -30,10 +40,11 @@ class CheckDuplicateRequest(_message.Message):
     insert_if_unique: bool
     id: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, image: _Optional[bytes] = ..., collection: _Optional[str] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., insert_if_unique: _Optional[bool] = ..., id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    flip_policy: FlipPolicy
+    def __init__(self, image: _Optional[bytes] = ..., collection: _Optional[str] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., insert_if_unique: _Optional[bool] = ..., id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., flip_policy: _Optional[_Union[FlipPolicy, str]] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("id", "similarity", "metadata")
+    __slots__ = ("id", "similarity", "metadata", "mirrored")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,10 +55,12 @@ class Match(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    MIRRORED_FIELD_NUMBER: _ClassVar[int]
     id: str
     similarity: float
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., similarity: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    mirrored: bool
+    def __init__(self, id: _Optional[str] = ..., similarity: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., mirrored: _Optional[bool] = ...) -> None: ...
 
 class CheckDuplicateResponse(_message.Message):
     __slots__ = ("is_duplicate", "matches", "inserted", "model", "threshold")
@@ -64,7 +77,7 @@ class CheckDuplicateResponse(_message.Message):
     def __init__(self, is_duplicate: _Optional[bool] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., inserted: _Optional[bool] = ..., model: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class IndexRequest(_message.Message):
-    __slots__ = ("id", "image", "metadata", "collection", "skip_duplicates", "threshold")
+    __slots__ = ("id", "image", "metadata", "collection", "skip_duplicates", "threshold", "flip_policy")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,13 +91,15 @@ class IndexRequest(_message.Message):
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     SKIP_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FLIP_POLICY_FIELD_NUMBER: _ClassVar[int]
     id: str
     image: bytes
     metadata: _containers.ScalarMap[str, str]
     collection: str
     skip_duplicates: bool
     threshold: float
-    def __init__(self, id: _Optional[str] = ..., image: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., collection: _Optional[str] = ..., skip_duplicates: _Optional[bool] = ..., threshold: _Optional[float] = ...) -> None: ...
+    flip_policy: FlipPolicy
+    def __init__(self, id: _Optional[str] = ..., image: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., collection: _Optional[str] = ..., skip_duplicates: _Optional[bool] = ..., threshold: _Optional[float] = ..., flip_policy: _Optional[_Union[FlipPolicy, str]] = ...) -> None: ...
 
 class IndexResponse(_message.Message):
     __slots__ = ("id", "status", "matches", "error")
@@ -185,17 +200,89 @@ class CollectionStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., image_count: _Optional[int] = ..., model: _Optional[str] = ..., index: _Optional[_Union[IndexInfo, _Mapping]] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("collections", "model", "index", "default_threshold", "default_top_k", "threshold_source")
+    __slots__ = ("collections", "model", "index", "default_threshold", "default_top_k", "threshold_source", "calibration")
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_TOP_K_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     collections: _containers.RepeatedCompositeFieldContainer[CollectionStats]
     model: ModelInfo
     index: IndexInfo
     default_threshold: float
     default_top_k: int
     threshold_source: str
-    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., index: _Optional[_Union[IndexInfo, _Mapping]] = ..., default_threshold: _Optional[float] = ..., default_top_k: _Optional[int] = ..., threshold_source: _Optional[str] = ...) -> None: ...
+    calibration: ThresholdCalibration
+    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., index: _Optional[_Union[IndexInfo, _Mapping]] = ..., default_threshold: _Optional[float] = ..., default_top_k: _Optional[int] = ..., threshold_source: _Optional[str] = ..., calibration: _Optional[_Union[ThresholdCalibration, _Mapping]] = ...) -> None: ...
+
+class ThresholdCalibration(_message.Message):
+    __slots__ = ("model", "threshold", "dataset", "precision", "recall", "f1", "queries", "distractor_queries", "false_alarms", "measured_at")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    F1_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    DISTRACTOR_QUERIES_FIELD_NUMBER: _ClassVar[int]
+    FALSE_ALARMS_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    threshold: float
+    dataset: str
+    precision: float
+    recall: float
+    f1: float
+    queries: int
+    distractor_queries: int
+    false_alarms: int
+    measured_at: str
+    def __init__(self, model: _Optional[str] = ..., threshold: _Optional[float] = ..., dataset: _Optional[str] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ..., queries: _Optional[int] = ..., distractor_queries: _Optional[int] = ..., false_alarms: _Optional[int] = ..., measured_at: _Optional[str] = ...) -> None: ...
+
+class FindDuplicateGroupsRequest(_message.Message):
+    __slots__ = ("collection", "threshold", "flip_policy", "top_k")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FLIP_POLICY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    threshold: float
+    flip_policy: FlipPolicy
+    top_k: int
+    def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., flip_policy: _Optional[_Union[FlipPolicy, str]] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class DuplicatePair(_message.Message):
+    __slots__ = ("id_a", "id_b", "similarity")
+    ID_A_FIELD_NUMBER: _ClassVar[int]
+    ID_B_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    id_a: str
+    id_b: str
+    similarity: float
+    def __init__(self, id_a: _Optional[str] = ..., id_b: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
+
+class DuplicateGroup(_message.Message):
+    __slots__ = ("ids", "pairs")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    pairs: _containers.RepeatedCompositeFieldContainer[DuplicatePair]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., pairs: _Optional[_Iterable[_Union[DuplicatePair, _Mapping]]] = ...) -> None: ...
+
+class ScanProgress(_message.Message):
+    __slots__ = ("scanned", "total")
+    SCANNED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    scanned: int
+    total: int
+    def __init__(self, scanned: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class FindDuplicateGroupsResponse(_message.Message):
+    __slots__ = ("progress", "group")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    progress: ScanProgress
+    group: DuplicateGroup
+    def __init__(self, progress: _Optional[_Union[ScanProgress, _Mapping]] = ..., group: _Optional[_Union[DuplicateGroup, _Mapping]] = ...) -> None: ...

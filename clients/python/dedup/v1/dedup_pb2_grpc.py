@@ -54,6 +54,11 @@ class DeduplicationStub:
                 request_serializer=dedup_dot_v1_dot_dedup__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=dedup_dot_v1_dot_dedup__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
+        self.FindDuplicateGroups = channel.unary_stream(
+                '/dedup.v1.Deduplication/FindDuplicateGroups',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.FindDuplicateGroupsRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.FindDuplicateGroupsResponse.FromString,
+                _registered_method=True)
 
 
 class DeduplicationServicer:
@@ -89,6 +94,15 @@ class DeduplicationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindDuplicateGroups(self, request, context):
+        """Every group of near-duplicates already in a collection (connected components of the
+        "duplicate of" relation), like imagededup's find_duplicates for a folder. Streams progress
+        while it scans, then the groups, largest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeduplicationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +125,11 @@ def add_DeduplicationServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=dedup_dot_v1_dot_dedup__pb2.GetStatsRequest.FromString,
                     response_serializer=dedup_dot_v1_dot_dedup__pb2.GetStatsResponse.SerializeToString,
+            ),
+            'FindDuplicateGroups': grpc.unary_stream_rpc_method_handler(
+                    servicer.FindDuplicateGroups,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.FindDuplicateGroupsRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.FindDuplicateGroupsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +240,33 @@ class Deduplication:
             '/dedup.v1.Deduplication/GetStats',
             dedup_dot_v1_dot_dedup__pb2.GetStatsRequest.SerializeToString,
             dedup_dot_v1_dot_dedup__pb2.GetStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindDuplicateGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dedup.v1.Deduplication/FindDuplicateGroups',
+            dedup_dot_v1_dot_dedup__pb2.FindDuplicateGroupsRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.FindDuplicateGroupsResponse.FromString,
             options,
             channel_credentials,
             insecure,
