@@ -19,7 +19,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[local,model,dev]'
+	$(PY) -m pip install --quiet -e '.[local,model,dev,eval]'
 	touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install everything (pinned)
