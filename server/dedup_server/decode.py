@@ -37,7 +37,9 @@ def decode_image(data: bytes, limits: DecodeLimits) -> np.ndarray:
         raise InvalidImage(f"image is {len(data)} bytes, over the limit of {limits.max_bytes} bytes")
     try:
         image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:  # Pillow's own check, at twice its ~89 Mpx limit
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own check of the declared size: an error above ~179 Mpx, a warning above ~89 Mpx
+        # (an exception too where warnings are errors, as in the tests). Ours, lower, decides otherwise.
         raise InvalidImage(f"image declares too many pixels, over the limit of {limits.max_pixels}: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise InvalidImage(
@@ -71,30 +73,41 @@ def _to_model_input(image: Image.Image, size: int) -> np.ndarray:
     image.seek(0)  # animated GIF/WebP/MPO: the first frame
     image.load()
     image = ImageOps.exif_transpose(image)
-    rgb = _to_rgb(image)
-    resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    array = np.asarray(resized, dtype=np.uint8)
+    array = np.asarray(_to_rgb_at_size(image, size), dtype=np.uint8)
     if array.shape != (size, size, 3):
         raise InvalidImage(f"decoded to an unexpected shape {array.shape}")
     return array
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _to_rgb_at_size(image: Image.Image, size: int) -> Image.Image:
+    """RGB at size x size, resizing as early as each mode allows.
+
+    Memory: beside the decoded image itself, a full-size copy is made only where the mode
+    cannot be resized as it is (palette, 1-bit, CMYK, ...), so a small file declaring the
+    maximum pixel count costs a few hundred MB at most, not gigabytes of float copies.
+    """
     mode = image.mode
-    if mode == "RGB":
-        return image
+    target = (size, size)
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # 16-bit / float greyscale: Pillow's convert('L') clips instead of scaling.
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if mode != "F" and values.max(initial=0) > 255 else max(values.max(initial=0), 1.0)
+        # 16-bit / 32-bit / float greyscale: Pillow's convert('L') clips instead of scaling.
+        # The scale comes from the whole image's extrema; the arithmetic runs on the small one.
+        high = float(image.getextrema()[1])  # type: ignore[arg-type]  # one band: (low, high) numbers
+        top = 65535.0 if mode != "F" and high > 255 else max(high, 1.0)
+        values = np.asarray(image.resize(target, Image.Resampling.BILINEAR), dtype=np.float64)
         grey = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB")
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode in ("P", "L", "RGB") and "transparency" in image.info
     )
     if has_alpha:
-        # Transparent pixels over white: what a person sees on a page.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        # Transparent pixels over white: what a person sees on a page. Pillow resizes RGBA with
+        # premultiplied alpha, so resizing before flattening gives the same picture.
+        rgba = image if mode == "RGBA" else image.convert("RGBA")
+        rgba = rgba.resize(target, Image.Resampling.BILINEAR)
+        background = Image.new("RGBA", target, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    if mode in ("RGB", "L"):
+        return image.resize(target, Image.Resampling.BILINEAR).convert("RGB")
+    # Palette and 1-bit images resize only by nearest neighbour, CMYK converts non-linearly:
+    # convert first, then resize.
+    return image.convert("RGB").resize(target, Image.Resampling.BILINEAR)
