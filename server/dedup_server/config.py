@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -77,7 +78,93 @@ class Limits:
     max_top_k: int = 100
     max_delete_ids: int = 10_000
     stream_window: int = 256  # items of one IndexStream in flight at once
+    max_stream_items: int = 100_000  # items one IndexStream may carry; then RESOURCE_EXHAUSTED ends it
     max_concurrent_rpcs: int = 512
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            if getattr(self, field.name) < 1:
+                raise ConfigError(f"limit {field.name} must be at least 1, got {getattr(self, field.name)}")
+
+
+#: Bearer tokens travel in an HTTP/2 header and are compared in full: printable ASCII, long enough
+#: not to be guessed (e.g. `openssl rand -hex 32`).
+MIN_TOKEN_LENGTH = 16
+
+
+def is_loopback(host: str) -> bool:
+    """True when only this machine can connect to `host` (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # 0.0.0.0 is an address; any other name may resolve to a public one
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SecurityConfig:
+    """TLS (server certificate; client certificates too when a client CA is set) and bearer tokens."""
+
+    tls_cert: Path | None = None  # PEM certificate chain of the server
+    tls_key: Path | None = None  # PEM private key of the server
+    tls_client_ca: Path | None = None  # PEM CA bundle: when set, clients must present a certificate it signed
+    auth_tokens: tuple[str, ...] = ()
+    auth_token_file: Path | None = None  # one token per line (blank lines and # comments skipped)
+    allow_insecure: bool = False  # listen beyond loopback without TLS and tokens
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("DEDUP_TLS_CERT and DEDUP_TLS_KEY go together: set both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("DEDUP_TLS_CLIENT_CA (mutual TLS) needs DEDUP_TLS_CERT and DEDUP_TLS_KEY too")
+        for variable, path in (
+            ("DEDUP_TLS_CERT", self.tls_cert), ("DEDUP_TLS_KEY", self.tls_key),
+            ("DEDUP_TLS_CLIENT_CA", self.tls_client_ca), ("DEDUP_AUTH_TOKEN_FILE", self.auth_token_file),
+        ):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{variable}={path} is not a file")
+        for token in self.auth_tokens:
+            _check_token(token, "DEDUP_AUTH_TOKEN")
+        if self.auth_token_file is not None and not self.file_tokens():
+            raise ConfigError(f"DEDUP_AUTH_TOKEN_FILE={self.auth_token_file} holds no token")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def mutual_tls(self) -> bool:
+        return self.tls_client_ca is not None
+
+    @property
+    def token_required(self) -> bool:
+        return bool(self.auth_tokens) or self.auth_token_file is not None
+
+    def file_tokens(self) -> tuple[str, ...]:
+        if self.auth_token_file is None:
+            return ()
+        try:
+            lines = self.auth_token_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"DEDUP_AUTH_TOKEN_FILE={self.auth_token_file} cannot be read: {exc}") from exc
+        tokens = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+        for token in tokens:
+            _check_token(token, "DEDUP_AUTH_TOKEN_FILE")
+        return tokens
+
+    def accepted_tokens(self) -> tuple[str, ...]:
+        """Every token a client may present: DEDUP_AUTH_TOKEN's and the file's (read now)."""
+        return self.auth_tokens + self.file_tokens()
+
+
+def _check_token(token: str, variable: str) -> None:
+    # The token itself is never put in a message.
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"{variable}: a token has {len(token)} characters, fewer than {MIN_TOKEN_LENGTH}")
+    if not all(33 <= ord(ch) <= 126 for ch in token) or "," in token:
+        raise ConfigError(f"{variable}: a token has characters other than printable ASCII without spaces or commas")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -101,6 +188,7 @@ class ServerConfig:
         default_factory=lambda: BatchConfig(max_batch_size=128, max_delay_ms=2.0, max_queue=4096, max_in_flight=1)
     )
     limits: Limits = dataclasses.field(default_factory=Limits)
+    security: SecurityConfig = dataclasses.field(default_factory=SecurityConfig)
     decode_threads: int = max(2, os.cpu_count() or 2)
     health_interval_s: float = 2.0
     shutdown_grace_s: float = 10.0
@@ -108,6 +196,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
             raise ConfigError(f"DEDUP_PORT must be 0..65535, got {self.port}")
+        self._check_exposure()
         if not (self.threshold == 0 or 0 < self.threshold <= 1) or math.isnan(self.threshold):
             raise ConfigError(f"DEDUP_THRESHOLD must be in (0, 1] (0 = calibrated default), got {self.threshold}")
         if not 1 <= self.default_top_k <= self.limits.max_top_k:
@@ -118,6 +207,26 @@ class ServerConfig:
             raise ConfigError(
                 f"DEDUP_INDEX_TYPE={self.index.index_type} is not built by the {backend} Milvus backend "
                 f"({self.milvus_uri}); choose one of {sorted(allowed)}"
+            )
+
+    def _check_exposure(self) -> None:
+        """Beyond loopback, serve only with TLS and a token, unless told otherwise (DEDUP_ALLOW_INSECURE=1)."""
+        if is_loopback(self.host) or self.security.allow_insecure:
+            return
+        missing = [
+            what
+            for what, present in (
+                ("TLS (DEDUP_TLS_CERT and DEDUP_TLS_KEY)", self.security.tls),
+                ("a bearer token (DEDUP_AUTH_TOKEN or DEDUP_AUTH_TOKEN_FILE)", self.security.token_required),
+            )
+            if not present
+        ]
+        if missing:
+            raise ConfigError(
+                f"DEDUP_HOST={self.host} accepts connections from other machines, but {' and '.join(missing)} "
+                f"{'are' if len(missing) > 1 else 'is'} not configured: configure it, or set DEDUP_ALLOW_INSECURE=1 "
+                "where something else "
+                "(a service mesh, a private network) protects the port"
             )
 
     @classmethod
@@ -145,6 +254,7 @@ class ServerConfig:
             max_message_bytes=reader.integer("MAX_MESSAGE_BYTES", Limits.max_message_bytes),
             max_top_k=reader.integer("MAX_TOP_K", Limits.max_top_k),
             stream_window=reader.integer("STREAM_WINDOW", Limits.stream_window),
+            max_stream_items=reader.integer("MAX_STREAM_ITEMS", Limits.max_stream_items),
             max_concurrent_rpcs=reader.integer("MAX_CONCURRENT_RPCS", Limits.max_concurrent_rpcs),
         )
         return cls(
@@ -161,6 +271,14 @@ class ServerConfig:
             index=index,
             embed_batch=embed_batch,
             limits=limits,
+            security=SecurityConfig(
+                tls_cert=reader.path("TLS_CERT"),
+                tls_key=reader.path("TLS_KEY"),
+                tls_client_ca=reader.path("TLS_CLIENT_CA"),
+                auth_tokens=tuple(t.strip() for t in reader.text("AUTH_TOKEN", "").split(",") if t.strip()),
+                auth_token_file=reader.path("AUTH_TOKEN_FILE"),
+                allow_insecure=reader.flag("ALLOW_INSECURE", False),
+            ),
             decode_threads=reader.integer("DECODE_THREADS", defaults.decode_threads),
             shutdown_grace_s=reader.number("SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
         )
@@ -184,6 +302,20 @@ class _EnvReader:
 
     def number(self, name: str, default: float) -> float:
         return self._parse(name, default, float)
+
+    def path(self, name: str) -> Path | None:
+        value = self._raw(name)
+        return None if value is None else Path(value)
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{self.prefix}{name}={value!r} is not a flag (1/0, true/false, yes/no, on/off)")
 
     def _parse(self, name: str, default: Any, kind: type) -> Any:
         value = self._raw(name)

@@ -6,6 +6,7 @@
     ├── CollectionNotFound      the collection does not exist
     ├── ModelMismatch           the collection was built with another embedding model
     ├── Overloaded              a bounded queue is full: retry later
+    ├── StreamTooLong           a stream carried more items than allowed: send the rest on a new one
     ├── BackendUnavailable      Triton or Milvus does not answer
     └── BackendError            Triton or Milvus answered with an error we cannot attribute to the input
 """
@@ -44,6 +45,18 @@ class ModelMismatch(DedupError):
 
 class Overloaded(DedupError):
     """A bounded queue is full."""
+
+
+class StreamTooLong(DedupError):
+    """A stream carried more than the allowed number of items; every item before the limit was answered."""
+
+    def __init__(self, limit: int, first_unread_id: str) -> None:
+        super().__init__(
+            f"a stream carries at most {limit} items (DEDUP_MAX_STREAM_ITEMS); each of the first {limit} was "
+            f"answered, item {limit + 1} (id {first_unread_id!r}) and later were not read: send them on a new stream"
+        )
+        self.limit = limit
+        self.first_unread_id = first_unread_id
 
 
 class BackendUnavailable(DedupError):

@@ -23,7 +23,7 @@ from .batcher import MicroBatcher
 from .config import ServerConfig
 from .decode import DecodeLimits, decode_image
 from .embedder import Embedder, ModelInfo
-from .errors import DedupError, InvalidRequest
+from .errors import DedupError, InvalidRequest, StreamTooLong
 from .index import CollectionStats, Hit, IndexDescription, MilvusIndex, StoredImage
 from .stream import map_unordered
 from .thresholds import Calibration, calibrated_threshold
@@ -163,8 +163,17 @@ class DedupService:
 
     # -- IndexStream ---------------------------------------------------------------------------
 
-    def index_stream(self, items: AsyncIterator[IndexItem]) -> AsyncIterator[ItemOutcome]:
-        return map_unordered(items, self.index_item, window=self._limits.stream_window)
+    async def index_stream(self, items: AsyncIterator[IndexItem]) -> AsyncIterator[ItemOutcome]:
+        """One outcome per item, in completion order.
+
+        At most `max_stream_items` items are read: every one of them is answered, then StreamTooLong
+        ends the stream, so the client knows exactly which items to send again on a new stream.
+        """
+        limited = _AtMost(items, self._limits.max_stream_items)
+        async for outcome in map_unordered(limited.items(), self.index_item, window=self._limits.stream_window):
+            yield outcome
+        if limited.first_unread is not None:
+            raise StreamTooLong(self._limits.max_stream_items, limited.first_unread.id)
 
     async def index_item(self, item: IndexItem) -> ItemOutcome:
         """Index one item; never raises: every failure becomes an INVALID or FAILED outcome."""
@@ -286,6 +295,24 @@ class DedupService:
             # Nothing of this batch was acknowledged as stored; duplicates stay valid answers.
             return [exc if result.inserted else result for result in results]
         return list(results)
+
+
+class _AtMost:
+    """The first `limit` items of a stream; remembers the item after them, if one came."""
+
+    def __init__(self, items: AsyncIterator[IndexItem], limit: int) -> None:
+        self._items = items
+        self._limit = limit
+        self.first_unread: IndexItem | None = None
+
+    async def items(self) -> AsyncIterator[IndexItem]:
+        count = 0
+        async for item in self._items:
+            if count == self._limit:
+                self.first_unread = item
+                return
+            count += 1
+            yield item
 
 
 def _best_unique(matches: Sequence[Hit], top_k: int) -> list[Hit]:

@@ -9,6 +9,7 @@ from typing import TypeVar
 import grpc
 from dedup.v1 import dedup_pb2, dedup_pb2_grpc
 
+from .errors import DedupError
 from .index import Hit, IndexDescription
 from .service import CheckQuery, DedupService, IndexItem, ItemOutcome, ItemStatus
 from .status import status_for
@@ -82,8 +83,12 @@ class DedupServicer(dedup_pb2_grpc.DeduplicationServicer):
                     threshold=request.threshold,
                 )
 
-        async for outcome in self._service.index_stream(items()):
-            yield _index_response(outcome)
+        try:
+            async for outcome in self._service.index_stream(items()):
+                yield _index_response(outcome)
+        except DedupError as exc:  # per-item errors are outcomes; this ends the stream (e.g. too long)
+            code, message = status_for(exc)
+            await context.abort(code, message)
 
     @_domain_errors_to_status
     async def DeleteImages(

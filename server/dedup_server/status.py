@@ -13,6 +13,7 @@ from .errors import (
     InvalidRequest,
     ModelMismatch,
     Overloaded,
+    StreamTooLong,
 )
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (CollectionNotFound, grpc.StatusCode.NOT_FOUND),
     (ModelMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (StreamTooLong, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (BackendUnavailable, grpc.StatusCode.UNAVAILABLE),
     (BackendError, grpc.StatusCode.INTERNAL),
 )

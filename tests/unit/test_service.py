@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dedup_server.config import BatchConfig, ServerConfig
+from dedup_server.config import BatchConfig, Limits, ServerConfig
 from dedup_server.embedder import ModelInfo
-from dedup_server.errors import CollectionNotFound, InvalidImage, InvalidRequest, ModelMismatch
+from dedup_server.errors import CollectionNotFound, InvalidImage, InvalidRequest, ModelMismatch, StreamTooLong
 from dedup_server.index import MilvusIndex
 from dedup_server.service import CheckQuery, DedupService, IndexItem, ItemStatus
 from PIL import Image
@@ -176,3 +176,18 @@ async def test_delete_reports_missing_ids(make_service) -> None:
     assert await service.delete("", ["a", "zzz", "a"]) == (1, ["zzz"])
     assert [m.id for m in (await service.check(CheckQuery(image=GREEN))).matches] == ["b"]
     assert (await service.check(CheckQuery(image=RED))).matches == []
+
+
+async def test_stream_over_the_item_limit_answers_what_it_read_then_ends(make_service) -> None:
+    service = make_service(limits=Limits(max_stream_items=3))
+    colours = [solid((10 * i, 0, 0)) for i in range(5)]
+    items = _items(*(IndexItem(id=f"i{i}", image=colour) for i, colour in enumerate(colours)))
+    outcomes = []
+    with pytest.raises(StreamTooLong, match=r"at most 3 items .* item 4 \(id 'i3'\)"):
+        async for outcome in service.index_stream(items):
+            outcomes.append(outcome)
+    assert sorted(o.id for o in outcomes) == ["i0", "i1", "i2"]  # every item read was answered
+    assert {o.status for o in outcomes} == {ItemStatus.INDEXED}
+    assert (await service.stats("")).collections[0].image_count == 3  # nothing past the limit was stored
+    exactly = [o async for o in service.index_stream(_items(*(IndexItem(id=f"j{i}", image=RED) for i in range(3))))]
+    assert len(exactly) == 3  # a stream of exactly the limit ends normally
