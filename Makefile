@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/server:$(CURDIR)/clients/python:$(CURDIR)
 RESNET50_WEIGHTS ?= $(DEDUP_RESNET50_WEIGHTS)
 MODEL_STAMP := triton_models/embedder/1/model.onnx
 
-.PHONY: help setup model run test test-unit test-integration lint proto proto-check clean
+.PHONY: help setup model run test test-unit test-integration eval lint proto proto-check clients-setup clients-build clients-examples clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -42,20 +42,35 @@ test-unit: $(STAMP) ## unit tests only (no backends)
 test-integration: $(STAMP) $(MODEL_STAMP) ## integration tests only
 	$(PY) -m pytest tests/integration -q
 
+EVAL_ARGS ?= $(if $(CALIBRATE),--calibrate) $(if $(DEDUP_TARGET),--target $(DEDUP_TARGET))
+eval: $(STAMP) $(MODEL_STAMP) ## duplicate-decision quality through the gRPC API (CALIBRATE=1 also sets the default threshold)
+	$(PY) -m dedup_eval $(EVAL_ARGS)
+
 lint: $(STAMP) ## ruff and mypy (generated stubs excluded)
 	$(VENV)/bin/ruff check server clients/python/dedup_client tests
 	$(VENV)/bin/mypy server/dedup_server server/dedup_stack clients/python/dedup_client
 
-PROTO_OUT := clients/python
-proto: $(STAMP) ## regenerate the checked-in stubs from proto/
-	$(PY) -m grpc_tools.protoc -I proto --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) proto/dedup/v1/dedup.proto
+# Stubs for Python (.venv's grpcio-tools), TypeScript (ts-proto) and Go (Debian's protoc-gen-go[-grpc]).
+proto: $(STAMP) clients-setup ## regenerate the checked-in stubs of every language from proto/
+	scripts/proto.sh generate
 
-proto-check: $(STAMP) ## fail when the checked-in stubs differ from what proto/ generates
-	@tmp=$$(mktemp -d) && \
-	$(PY) -m grpc_tools.protoc -I proto --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp proto/dedup/v1/dedup.proto && \
-	for f in dedup_pb2.py dedup_pb2.pyi dedup_pb2_grpc.py; do \
-	  diff -u $(PROTO_OUT)/dedup/v1/$$f $$tmp/dedup/v1/$$f || { echo "generated code drifted: run make proto"; rm -rf $$tmp; exit 1; }; \
-	done; rm -rf $$tmp; echo "generated stubs match proto/"
+proto-check: $(STAMP) clients-setup ## fail when the checked-in stubs differ from what proto/ generates
+	scripts/proto.sh check
+
+# Go builds against Debian's library sources (clients/go/vendor), never the module proxy.
+GO_ENV := GOFLAGS=-mod=vendor GOPROXY=off
+clients-setup: ## install the TypeScript and Go toolchains (apt, npm ci; root or sudo for apt)
+	scripts/clients-setup.sh
+
+clients-build: clients-setup ## build the TypeScript and Go clients and their examples
+	npm run --prefix clients/ts --silent build
+	cd clients/go && $(GO_ENV) go vet ./... && $(GO_ENV) go build -o bin/quickstart ./examples/quickstart
+
+clients-examples: $(STAMP) clients-build ## run each client's quickstart against a running server (DEDUP_TARGET)
+	$(PY) scripts/grpc_list.py --expect dedup.v1.Deduplication --describe dedup.v1.Deduplication
+	$(PY) clients/python/examples/quickstart.py
+	node clients/ts/dist/examples/quickstart.js
+	clients/go/bin/quickstart
 
 clean: ## remove the venv, built models and local data
 	rm -rf $(VENV) .dedup-data triton_models/*/1/model.onnx triton_models/*/config.pbtxt triton_models/*/model_card.json

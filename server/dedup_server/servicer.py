@@ -9,10 +9,12 @@ from typing import TypeVar
 import grpc
 from dedup.v1 import dedup_pb2, dedup_pb2_grpc
 
+from . import metrics
 from .errors import DedupError
 from .index import Hit, IndexDescription
 from .service import CheckQuery, DedupService, IndexItem, ItemOutcome, ItemStatus
 from .status import status_for
+from .thresholds import CalibrationRecord
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -59,7 +61,8 @@ class DedupServicer(dedup_pb2_grpc.DeduplicationServicer):
                 insert_if_unique=request.insert_if_unique,
                 id=request.id,
                 metadata=dict(request.metadata),
-            )
+            ),
+            time_remaining=context.time_remaining(),
         )
         return dedup_pb2.CheckDuplicateResponse(
             is_duplicate=bool(outcome.matches),
@@ -84,7 +87,8 @@ class DedupServicer(dedup_pb2_grpc.DeduplicationServicer):
                 )
 
         try:
-            async for outcome in self._service.index_stream(items()):
+            async for outcome in self._service.index_stream(items(), time_remaining=context.time_remaining()):
+                metrics.INDEX_ITEMS.labels(outcome.status.value).inc()
                 yield _index_response(outcome)
         except DedupError as exc:  # per-item errors are outcomes; this ends the stream (e.g. too long)
             code, message = status_for(exc)
@@ -120,7 +124,18 @@ class DedupServicer(dedup_pb2_grpc.DeduplicationServicer):
             default_threshold=stats.calibration.threshold,
             default_top_k=stats.default_top_k,
             threshold_source=stats.calibration.source,
+            calibration=_calibration(stats.calibration.record),
         )
+
+
+def _calibration(record: CalibrationRecord | None) -> dedup_pb2.ThresholdCalibration | None:
+    if record is None:
+        return None
+    return dedup_pb2.ThresholdCalibration(
+        model=record.model, threshold=record.threshold, dataset=record.dataset, precision=record.precision,
+        recall=record.recall, f1=record.f1, queries=record.queries, distractor_queries=record.distractor_queries,
+        false_alarms=record.false_alarms, measured_at=record.measured_at,
+    )
 
 
 def _matches(hits: Sequence[Hit]) -> list[dedup_pb2.Match]:

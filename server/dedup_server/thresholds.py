@@ -1,44 +1,85 @@
-"""Default duplicate thresholds per embedding model, with where each number comes from.
+"""Default duplicate thresholds per embedding model, with the quality each was measured at.
 
-A threshold only means something for the model it was measured on: cosine similarities of
-ResNet-50 and EfficientNet-Lite0 features live on different scales.
+A threshold only means something for the model it was measured on: cosine similarities of ResNet-50 and
+EfficientNet-Lite0 features live on different scales. `make eval CALIBRATE=1` chooses a model's threshold on the
+benchmark's calibration split, measures it on the held-out test split and records both in calibrations.json
+(shipped with the server); GetStats reports them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+from pathlib import Path
+from typing import Final
+
+CALIBRATIONS_PATH: Final = Path(__file__).with_name("calibrations.json")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CalibrationRecord:
+    """What the evaluation harness measured at a model's default threshold, on held-out data."""
+
+    model: str
+    model_version: str  # the served model file it was measured with
+    threshold: float
+    dataset: str
+    precision: float
+    recall: float
+    f1: float
+    queries: int
+    distractor_queries: int
+    false_alarms: int
+    measured_at: str
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Calibration:
     threshold: float
     source: str
+    record: CalibrationRecord | None = None  # None when not measured (provisional or set by DEDUP_THRESHOLD)
 
 
-_CALIBRATED: dict[str, Calibration] = {
-    # Measured through the real API (issue 2): the 10 UKBench photos of ../shared/eval indexed, 110
-    # seeded copies (scale 25/50 %, crop 80/65 %, brightness +-35 %, grayscale, JPEG q20, PNG, hflip,
-    # rotation 8 deg) checked. Lowest same-photo cosine 0.605 (grayscale), highest different-photo
-    # cosine 0.488: 0.55 sits in the gap. Provisional until the evaluation harness (issue 3)
-    # calibrates on a larger held-out set.
+# Models with no measurement yet. ResNet-50 weights are not available offline, so it was never evaluated.
+_PROVISIONAL: Final[dict[str, Calibration]] = {
     "efficientnet_lite0-imagenet": Calibration(
         threshold=0.55,
-        source=(
-            "provisional: gap between same-photo min 0.605 and different-photo max 0.488 "
-            "on 10 UKBench photos x 11 transforms"
-        ),
+        source="provisional: gap between same-photo min 0.605 and different-photo max 0.488 on 10 UKBench photos",
     ),
     "resnet50-imagenet1k_v1": Calibration(
         threshold=0.85,
-        source="provisional: not yet measured on this model (no weights offline); re-run the evaluation",
+        source="provisional: not yet measured on this model (no weights offline); run make eval CALIBRATE=1",
     ),
 }
+_UNCALIBRATED: Final = Calibration(threshold=0.85, source="uncalibrated default for an unknown model")
 
-_UNCALIBRATED = Calibration(threshold=0.85, source="uncalibrated default for an unknown model")
+
+@functools.cache
+def _records(path: Path = CALIBRATIONS_PATH) -> dict[str, CalibrationRecord]:
+    if not path.is_file():
+        return {}
+    return {name: CalibrationRecord(**fields) for name, fields in json.loads(path.read_text()).items()}
+
+
+def write_record(record: CalibrationRecord, path: Path = CALIBRATIONS_PATH) -> None:
+    """Add or replace the record of ``record.model`` (used by the evaluation harness)."""
+    records = dict(_records(path))
+    records[record.model] = record
+    payload = {name: dataclasses.asdict(r) for name, r in sorted(records.items())}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    _records.cache_clear()
 
 
 def calibrated_threshold(model_name: str, configured: float) -> Calibration:
     """The configured threshold when set (DEDUP_THRESHOLD), else the model's calibrated one."""
     if configured > 0:
         return Calibration(threshold=configured, source="DEDUP_THRESHOLD")
-    return _CALIBRATED.get(model_name, _UNCALIBRATED)
+    record = _records().get(model_name)
+    if record is not None:
+        return Calibration(
+            threshold=record.threshold,
+            source=f"calibrated by make eval on {record.dataset} ({record.measured_at})",
+            record=record,
+        )
+    return _PROVISIONAL.get(model_name, _UNCALIBRATED)

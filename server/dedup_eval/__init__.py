@@ -1,0 +1,1 @@
+"""Evaluation harness: duplicate-decision quality measured through the real gRPC API (make eval)."""

@@ -1,0 +1,71 @@
+"""The benchmark: which photos are indexed and which are distractors, split into calibration and test.
+
+Every photo lands in exactly one of four buckets (calibration/test x indexed/distractor), decided by a salted hash
+of its id, so the split is fixed, balanced and independent of the order the corpus lists photos in. The default
+threshold is chosen on the calibration split only and reported on the test split only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator, Sequence
+from typing import Final, Literal
+
+from .corpus import Photo
+from .transforms import DISTRACTOR_TRANSFORMS, TRANSFORMS, apply, encode
+
+SplitName = Literal["calibration", "test"]
+SPLITS: Final[tuple[SplitName, ...]] = ("calibration", "test")
+_SALT: Final = "dedup-eval-v1"
+# Per 6 photos (in hash order): 2 indexed + 1 distractor for calibration, the same for test.
+_BUCKETS: Final = (
+    ("calibration", True), ("calibration", True), ("calibration", False),
+    ("test", True), ("test", True), ("test", False),
+)
+
+
+def _stable_int(*parts: str) -> int:
+    return int.from_bytes(hashlib.sha256(":".join((_SALT, *parts)).encode()).digest()[:8], "big")
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    id: str  # "<photo id>/<transform>"
+    transform: str
+    expected: str | None  # the indexed photo it is a copy of; None for a distractor
+    image: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    name: SplitName
+    indexed: Sequence[Photo]
+    distractors: Sequence[Photo]
+
+    def originals(self) -> Iterator[tuple[str, bytes]]:
+        """(id, JPEG bytes) of each photo to index."""
+        for photo in self.indexed:
+            yield photo.id, encode(photo.image)
+
+    def queries(self, transforms: Sequence[str] = tuple(TRANSFORMS)) -> Iterator[Query]:
+        """Every transformed copy of every indexed photo, then every distractor query."""
+        for photo in self.indexed:
+            for name in transforms:
+                yield Query(id=f"{photo.id}/{name}", transform=name, expected=photo.id,
+                            image=apply(name, photo.image, _stable_int(photo.id, name) % 2**32))
+        for photo in self.distractors:
+            for name in DISTRACTOR_TRANSFORMS:
+                yield Query(id=f"{photo.id}/{name}", transform=name, expected=None,
+                            image=apply(name, photo.image, _stable_int(photo.id, name) % 2**32))
+
+
+def make_splits(photos: Sequence[Photo]) -> dict[SplitName, Split]:
+    ordered = sorted(photos, key=lambda p: _stable_int(p.id))
+    buckets: dict[tuple[str, bool], list[Photo]] = {bucket: [] for bucket in _BUCKETS}
+    for position, photo in enumerate(ordered):
+        buckets[_BUCKETS[position % len(_BUCKETS)]].append(photo)
+    return {
+        name: Split(name=name, indexed=buckets[(name, True)], distractors=buckets[(name, False)])
+        for name in SPLITS
+    }

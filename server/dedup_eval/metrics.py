@@ -1,0 +1,132 @@
+"""Precision, recall and false alarms of duplicate decisions, and the threshold chosen from them.
+
+A query is a positive when it is a copy of an indexed photo. A decision is a true positive only when it says
+"duplicate" AND its best match is the right photo; a duplicate answer naming the wrong photo counts as a false
+positive (and the copy as missed). Any duplicate answer to a distractor is a false alarm (a false positive).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .runner import QueryResult
+
+# A decision for one query: (said duplicate, best match id).
+Decision = tuple[bool, str | None]
+Decide = Callable[[QueryResult], Decision]
+
+
+@dataclasses.dataclass(frozen=True)
+class Quality:
+    threshold: float | None
+    queries: int
+    positives: int
+    distractor_queries: int
+    true_positives: int
+    false_positives: int
+    wrong_matches: int  # copies matched to the wrong photo
+    false_alarms: int  # distractor queries that matched anything
+    precision: float
+    recall: float
+    f1: float
+    recall_by_transform: dict[str, float]
+    false_alarms_by_transform: dict[str, int]
+    missed: list[str]  # query ids of copies not found (or found as the wrong photo)
+    false_positive_ids: list[str]
+
+    def summary(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def at_threshold(threshold: float) -> Decide:
+    """Decide from the raw similarities, as the server would at ``threshold``."""
+
+    def decide(result: QueryResult) -> Decision:
+        best = result.best
+        if best is None or best.similarity < threshold:
+            return False, None
+        return True, best.id
+
+    return decide
+
+
+def server_decision(result: QueryResult) -> Decision:
+    return result.decided_duplicate, result.decided_match
+
+
+def quality(results: Sequence[QueryResult], decide: Decide, *, threshold: float | None = None) -> Quality:
+    tp = fp = wrong = alarms = 0
+    missed: list[str] = []
+    fp_ids: list[str] = []
+    found: dict[str, list[bool]] = {}
+    alarms_by: dict[str, int] = {}
+    for result in results:
+        duplicate, match = decide(result)
+        if result.expected is None:
+            alarms_by.setdefault(result.transform, 0)
+            if duplicate:
+                fp += 1
+                alarms += 1
+                alarms_by[result.transform] += 1
+                fp_ids.append(result.id)
+            continue
+        hit = duplicate and match == result.expected
+        found.setdefault(result.transform, []).append(hit)
+        if hit:
+            tp += 1
+        else:
+            missed.append(result.id)
+            if duplicate:
+                fp += 1
+                wrong += 1
+                fp_ids.append(result.id)
+    positives = sum(len(v) for v in found.values())
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / positives if positives else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return Quality(
+        threshold=threshold, queries=len(results), positives=positives,
+        distractor_queries=len(results) - positives, true_positives=tp, false_positives=fp, wrong_matches=wrong,
+        false_alarms=alarms, precision=precision, recall=recall, f1=f1,
+        recall_by_transform={name: sum(hits) / len(hits) for name, hits in found.items()},
+        false_alarms_by_transform=alarms_by, missed=missed, false_positive_ids=fp_ids,
+    )
+
+
+def curve(results: Sequence[QueryResult], thresholds: Iterable[float]) -> list[tuple[float, float, float]]:
+    """(threshold, precision, recall) along a sweep."""
+    points = []
+    for t in thresholds:
+        q = quality(results, at_threshold(t), threshold=t)
+        points.append((t, q.precision, q.recall))
+    return points
+
+
+def sweep_grid() -> np.ndarray:
+    return np.round(np.arange(0.20, 0.995, 0.0025), 4)
+
+
+def choose_threshold(results: Sequence[QueryResult], *, min_precision: float) -> float:
+    """The threshold with the best recall among those reaching ``min_precision`` (best F1 when none does),
+    taken in the middle of the range of thresholds that give that same best result: the widest margin on
+    both sides."""
+    grid = sweep_grid()
+    scores = []
+    for t in grid:
+        q = quality(results, at_threshold(float(t)))
+        meets = q.precision >= min_precision
+        scores.append((meets, q.recall if meets else q.f1, q.precision))
+    best = max(scores)
+    plateau = [i for i, score in enumerate(scores) if score == best]
+    # The longest contiguous run of best grid points; its centre.
+    runs: list[list[int]] = []
+    for i in plateau:
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    widest = max(runs, key=len)
+    return float(grid[widest[len(widest) // 2]])

@@ -1,0 +1,88 @@
+"""Drive the running service through its gRPC API: IndexStream the originals, CheckDuplicate every query.
+
+Each query is checked twice: once with a near-zero threshold, to record the raw similarities (for the
+precision-recall curve and calibration), and once with threshold 0, i.e. exactly as a client using the server's
+default decides (the official numbers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from dedup_client import DedupClient, IndexItem
+from tqdm import tqdm
+
+from .benchmark import Query, Split
+
+logger = logging.getLogger(__name__)
+
+# The lowest threshold the API accepts that still returns every neighbour worth looking at.
+RAW_THRESHOLD = 0.01
+TOP_K = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    id: str
+    similarity: float
+
+
+@dataclasses.dataclass(frozen=True)
+class QueryResult:
+    id: str
+    transform: str
+    expected: str | None
+    candidates: Sequence[Candidate]  # raw: best first, similarity >= RAW_THRESHOLD
+    decided_duplicate: bool  # the server's own decision at its default threshold
+    decided_match: str | None  # its best match then
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitRun:
+    split: str
+    collection: str
+    indexed: int
+    results: Sequence[QueryResult]
+    default_threshold: float
+
+
+class EvalError(RuntimeError):
+    pass
+
+
+def run_split(client: DedupClient, split: Split, *, concurrency: int = 8) -> SplitRun:
+    collection = f"eval_{split.name}_{uuid.uuid4().hex[:8]}"
+    items = [IndexItem(id=photo_id, image=image, collection=collection) for photo_id, image in split.originals()]
+    failed = [r for r in client.index(items) if not r.status.ok]
+    if failed:
+        raise EvalError(f"indexing {split.name} failed for {[(r.id, r.error) for r in failed]}")
+    logger.info("%s: indexed %d photos into %s", split.name, len(items), collection)
+    queries = list(split.queries())
+    default_threshold = client.stats().default_threshold
+
+    def check(query: Query) -> QueryResult:
+        raw = client.check(query.image, collection=collection, threshold=RAW_THRESHOLD, top_k=TOP_K)
+        decided = client.check(query.image, collection=collection)
+        return QueryResult(
+            id=query.id, transform=query.transform, expected=query.expected,
+            candidates=[Candidate(m.id, m.similarity) for m in raw.matches],
+            decided_duplicate=decided.is_duplicate,
+            decided_match=decided.matches[0].id if decided.matches else None,
+        )
+
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            results = list(tqdm(pool.map(check, queries), total=len(queries), desc=f"{split.name} queries",
+                                unit="query"))
+    finally:
+        client.delete([photo_id for photo_id, _ in split.originals()], collection=collection)
+    return SplitRun(split=split.name, collection=collection, indexed=len(items), results=results,
+                    default_threshold=default_threshold)
