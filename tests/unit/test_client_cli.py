@@ -233,6 +233,32 @@ def test_index_reraises_the_request_iterables_own_error(client: DedupClient) -> 
         list(client.index(items()))
 
 
+def test_index_opens_a_new_stream_every_items_per_stream(served: Served, client: DedupClient) -> None:
+    streams_before = len(served.fake.received_metadata)
+    results = list(client.index((IndexItem(id=f"i{n}", image=b"x") for n in range(5)), items_per_stream=2))
+    assert sorted(r.id for r in results) == [f"i{n}" for n in range(5)]
+    assert len(served.fake.received_metadata) - streams_before == 3  # 2 + 2 + 1, and no empty fourth
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        # top_k is a uint32 on the wire: a negative value cannot even be put in the request.
+        pytest.param(lambda c: c.check(b"x", top_k=-1), "out of range", id="negative-top-k"),
+        pytest.param(lambda c: c.check(b"x", top_k=2**32), "out of range", id="top-k-over-uint32"),
+        pytest.param(lambda c: list(c.index([], items_per_stream=0)), "items_per_stream", id="zero-items-per-stream"),
+    ],
+)
+def test_values_the_wire_cannot_carry_fail_in_the_client(client: DedupClient, call, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call(client)
+
+
+def test_client_certificate_needs_its_key() -> None:
+    with pytest.raises(ValueError, match="together"):
+        DedupClient("127.0.0.1:1", client_cert=b"-----BEGIN CERTIFICATE-----")
+
+
 @pytest.mark.parametrize(
     ("call", "code"),
     [

@@ -90,6 +90,15 @@ def _add_global_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any] 
         help="PEM root certificates; implies --tls",
     )
     parser.add_argument(
+        "--client-cert",
+        type=Path,
+        default=default("client_cert"),
+        help="PEM certificate of this client, for servers that require mutual TLS (with --client-key); implies --tls",
+    )
+    parser.add_argument(
+        "--client-key", type=Path, default=default("client_key"), help="PEM private key of --client-cert"
+    )
+    parser.add_argument(
         "--json", action="store_true", default=default("json"), help="machine-readable output"
     )
 
@@ -198,18 +207,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "token": os.environ.get("DEDUP_TOKEN") or None,
         "tls": False,
         "ca_cert": None,
+        "client_cert": None,
+        "client_key": None,
         "json": False,
     }
     parser = _build_parser(defaults)
     args = parser.parse_args(argv)
     if args.command == "check" and args.insert and not args.id:
         parser.error("check --insert needs --id")
+    if (args.client_cert is None) != (args.client_key is None):
+        parser.error("--client-cert and --client-key go together")
 
-    try:
-        root_certificates = args.ca_cert.read_bytes() if args.ca_cert is not None else None
-    except OSError as exc:
-        print(f"error: cannot read {args.ca_cert}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_ERROR
+    pem: dict[str, bytes | None] = {}
+    for name in ("ca_cert", "client_cert", "client_key"):
+        path = getattr(args, name)
+        try:
+            pem[name] = path.read_bytes() if path is not None else None
+        except OSError as exc:
+            print(f"error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_ERROR
 
     handler: Command = args.handler
     try:
@@ -218,7 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout=args.timeout,
             token=args.token,
             tls=args.tls,
-            root_certificates=root_certificates,
+            root_certificates=pem["ca_cert"],
+            client_cert=pem["client_cert"],
+            client_key=pem["client_key"],
         ) as client:
             return handler(client, args)
     except (DedupError, UsageError) as exc:

@@ -6,6 +6,7 @@ deadline; gRPC failures come out as ``DedupError`` and results as frozen datacla
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -32,6 +33,9 @@ DEFAULT_TIMEOUT_S = 30.0
 # Images travel whole in one message; 64 MiB covers large TIFFs with room to spare and
 # must match (or stay under) the server's own limit.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Servers end a stream after DEDUP_MAX_STREAM_ITEMS items (100,000 by default): `index` opens a new
+# stream every this many items, well under that.
+ITEMS_PER_STREAM = 10_000
 
 # Messages grpc-core uses when no connection could be made at all. UNAVAILABLE alone is
 # not enough: the server itself answers UNAVAILABLE when its backends are down.
@@ -86,8 +90,10 @@ class DedupClient:
     """Client for one dedup server.
 
     ``root_certificates`` (PEM bytes) or ``tls=True`` (system roots) selects a secure
-    channel; ``token`` is sent as ``authorization: Bearer <token>`` on every call.
-    ``timeout`` is the default deadline, in seconds, of the unary calls.
+    channel; ``client_cert`` and ``client_key`` (PEM bytes, together) add this client's
+    certificate for servers that require mutual TLS. ``token`` is sent as
+    ``authorization: Bearer <token>`` on every call. ``timeout`` is the default deadline,
+    in seconds, of the unary calls.
     """
 
     def __init__(
@@ -98,10 +104,14 @@ class DedupClient:
         token: str | None = None,
         tls: bool = False,
         root_certificates: bytes | None = None,
+        client_cert: bytes | None = None,
+        client_key: bytes | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
+        if (client_cert is None) != (client_key is None):
+            raise ValueError("client_cert and client_key go together (mutual TLS)")
         self.target = target
         self.timeout = timeout
         # Plain metadata rather than call credentials: gRPC refuses call credentials on an
@@ -115,8 +125,10 @@ class DedupClient:
         ]
         # No client keepalive: servers reject pings more frequent than they allow
         # (GOAWAY too_many_pings), and a user-facing CLI gains nothing from it.
-        if tls or root_certificates is not None:
-            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        if tls or root_certificates is not None or client_cert is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates, private_key=client_key, certificate_chain=client_cert
+            )
             self._channel = grpc.secure_channel(target, credentials, options=options)
         else:
             self._channel = grpc.insecure_channel(target, options=options)
@@ -166,16 +178,33 @@ class DedupClient:
         return check_from_proto(response)
 
     def index(
-        self, items: Iterable[IndexItem], *, timeout: float | None = None
+        self,
+        items: Iterable[IndexItem],
+        *,
+        timeout: float | None = None,
+        items_per_stream: int = ITEMS_PER_STREAM,
     ) -> Iterator[IndexResult]:
         """Stream ``items`` to IndexStream and yield one result per item as it arrives.
 
         Items are pulled lazily as gRPC sends them, so a generator that reads files on
         demand keeps memory flat. Results may come in any order; match them by ``id``.
-        ``timeout`` bounds the whole stream; None (the default) means no deadline, since a
-        bulk ingest of unknown size has no sensible fixed one. Stopping iteration early
+        A new stream is opened every ``items_per_stream`` items (servers limit a stream's
+        length). ``timeout`` bounds each stream; None (the default) means no deadline, since
+        a bulk ingest of unknown size has no sensible fixed one. Stopping iteration early
         cancels the stream.
         """
+        if items_per_stream < 1:
+            raise ValueError(f"items_per_stream must be positive, got {items_per_stream}")
+        source = iter(items)
+        while True:
+            # Peek, so that no stream is opened for nothing after the last full one.
+            first = next(source, None)
+            if first is None:
+                return
+            yield from self._index_stream(itertools.chain([first], itertools.islice(source, items_per_stream - 1)),
+                                          timeout)
+
+    def _index_stream(self, items: Iterable[IndexItem], timeout: float | None) -> Iterator[IndexResult]:
         pump = _RequestPump(items)
         responses = self._stub.IndexStream(pump, timeout=timeout, metadata=self._metadata)
         try:
