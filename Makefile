@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/server:$(CURDIR)/clients/python:$(CURDIR)
 RESNET50_WEIGHTS ?= $(DEDUP_RESNET50_WEIGHTS)
 MODEL_STAMP := triton_models/embedder/1/model.onnx
 
-.PHONY: help setup model run test test-unit test-integration eval lint proto proto-check clients-setup clients-build clients-examples clean
+.PHONY: help setup model run test test-unit test-integration eval lint deploy-check proto proto-check clients-setup clients-build clients-examples clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ eval: $(STAMP) $(MODEL_STAMP) ## duplicate-decision quality through the gRPC API
 lint: $(STAMP) ## ruff and mypy (generated stubs excluded)
 	$(VENV)/bin/ruff check server clients/python/dedup_client tests
 	$(VENV)/bin/mypy server/dedup_server server/dedup_stack clients/python/dedup_client
+
+deploy-check: $(STAMP) ## validate deploy/ offline: compose schema, Kubernetes manifests, Dockerfile lint, GPU model configs
+	bash deploy/check.sh
 
 # Stubs for Python (.venv's grpcio-tools), TypeScript (ts-proto) and Go (Debian's protoc-gen-go[-grpc]).
 proto: $(STAMP) clients-setup ## regenerate the checked-in stubs of every language from proto/

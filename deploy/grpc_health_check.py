@@ -51,7 +51,8 @@ def auth_metadata(env: Mapping[str, str]) -> list[tuple[str, str]]:
     token_file = env.get("DEDUP_AUTH_TOKEN_FILE")
     if not token_file:
         return []
-    tokens = [line.strip() for line in Path(token_file).read_text().splitlines() if line.strip()]
+    lines = (line.strip() for line in Path(token_file).read_text().splitlines())
+    tokens = [line for line in lines if line and not line.startswith("#")]  # as the front reads the file
     return [("authorization", f"Bearer {tokens[0]}")] if tokens else []
 
 
