@@ -1,25 +1,30 @@
-"""`python -m dedup_server`: the gRPC front, configured from DEDUP_* environment variables."""
+"""`python -m dedup_server`: the gRPC front, configured from DEDUP_* (and OTEL_* for tracing) environment variables."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 
 from .app import serve
 from .config import ConfigError, ServerConfig
+from .logs import LogConfig, configure_logging
+from .telemetry import configure_tracing
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=os.environ.get("DEDUP_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logger = logging.getLogger("dedup_server")
+    try:
+        configure_logging(LogConfig.from_env())
+    except ConfigError as exc:
+        configure_logging(LogConfig())  # plain text, to say what is wrong
+        logger.error("configuration error: %s", exc)
+        return 2
     try:
         config = ServerConfig.from_env()
+        configure_tracing()  # before the server is built: the Triton channel is instrumented when created
     except ConfigError as exc:
-        logging.getLogger("dedup_server").error("configuration error: %s", exc)
+        logger.error("configuration error: %s", exc)
         return 2
     asyncio.run(serve(config))
     return 0

@@ -1,4 +1,4 @@
-"""Assemble and run the gRPC server: servicer + health + reflection + tracing, with clean shutdown."""
+"""Assemble and run the gRPC server: servicer + health + reflection + tracing + metrics, with clean shutdown."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ import grpc
 from dedup.v1 import dedup_pb2, dedup_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from .config import ServerConfig
 from .embedder import TritonEmbedder
 from .health import BackendMonitor
 from .index import MilvusIndex
+from .metrics import MetricsServer, RequestMetricsInterceptor, start_metrics_server
 from .service import DedupService
 from .servicer import DedupServicer
 
@@ -32,6 +33,7 @@ class RunningServer:
     port: int
     service: DedupService
     monitor: BackendMonitor
+    metrics_port: int | None  # None: metrics are off
 
 
 @contextlib.asynccontextmanager
@@ -50,8 +52,12 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
     )
     service = DedupService(config, embedder=embedder, index=index, decode_pool=decode_pool)
     server = grpc.aio.server(
-        # The OTel interceptor opens the RPC span; the service's decode/infer/search spans nest in it.
-        interceptors=[aio_server_interceptor()],
+        # Outermost, the OTel interceptor opens the RPC span (health probes are left out of traces); the
+        # service's decode/infer/search/insert spans nest in it. Inside it, every RPC is counted and timed.
+        interceptors=[
+            aio_server_interceptor(filter_=filters.negate(filters.health_check())),
+            RequestMetricsInterceptor(),
+        ],
         options=[
             ("grpc.max_receive_message_length", config.limits.max_message_bytes),
             ("grpc.max_send_message_length", config.limits.max_message_bytes),
@@ -75,12 +81,19 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
     monitor = BackendMonitor(
         embedder=embedder, index=index, health_servicer=health_servicer, interval_s=config.health_interval_s
     )
+    metrics_server: MetricsServer | None = None
+    if config.metrics_port is not None:
+        metrics_server = start_metrics_server(config.host, config.metrics_port)
+        logger.info("Prometheus metrics on http://%s:%d/metrics", config.host, metrics_server.port)
     service.start()
     await server.start()
     monitor.start()
     logger.info("dedup gRPC server listening on %s:%d", config.host, port)
     try:
-        yield RunningServer(server=server, port=port, service=service, monitor=monitor)
+        yield RunningServer(
+            server=server, port=port, service=service, monitor=monitor,
+            metrics_port=None if metrics_server is None else metrics_server.port,
+        )
     finally:
         logger.info("shutting down (grace %.0f s)", config.shutdown_grace_s)
         await monitor.stop()  # NOT_SERVING first, so balancers stop sending
@@ -94,6 +107,8 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         await embedder.close()
         await asyncio.to_thread(index.close)
         decode_pool.shutdown(wait=True)
+        if metrics_server is not None:
+            metrics_server.close()
         logger.info("stopped")
 
 

@@ -4,17 +4,22 @@ Callers `submit()` a payload and await its result. A collector task takes jobs o
 queue and releases a batch when it holds `max_batch_size` jobs or when the oldest job has waited
 `max_delay_ms`. At most `max_in_flight` batches run at once. Errors reach every job of the batch
 through its future. The batcher knows nothing about images, models or indexes.
+
+A batch runs in the context (contextvars) of its oldest job, as if that caller had made the call:
+the batch's trace spans nest under that request's span. Batch sizes and queue depth go to metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from . import metrics
 from .config import BatchConfig
 from .errors import BackendError, BackendUnavailable, Overloaded
 
@@ -29,6 +34,7 @@ class _Job(Generic[P, R]):
     payload: P
     future: asyncio.Future[R]
     enqueued_at: float
+    context: contextvars.Context
 
 
 @dataclasses.dataclass(slots=True)
@@ -59,6 +65,7 @@ class MicroBatcher(Generic[P, R]):
         self._collector: asyncio.Task[None] | None = None
         self._closed = False
         self.stats = BatcherStats()
+        metrics.QUEUE_DEPTH.labels(name).set_function(self._queue.qsize)
 
     @property
     def name(self) -> str:
@@ -81,7 +88,7 @@ class MicroBatcher(Generic[P, R]):
         if self._closed:
             raise BackendUnavailable(f"{self._name} batcher is shutting down")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        job = _Job(payload, future, time.monotonic())
+        job = _Job(payload, future, time.monotonic(), contextvars.copy_context())
         if wait_for_room:
             await self._queue.put(job)
         else:
@@ -126,7 +133,8 @@ class MicroBatcher(Generic[P, R]):
                     break
             # Waiting here (not before collecting) lets the next batch fill while one runs.
             await self._in_flight.acquire()
-            task = asyncio.create_task(self._run(batch), name=f"batch-{self._name}")
+            # Context.run: create_task copies the current context (its context= argument needs Python 3.11).
+            task = first.context.run(asyncio.create_task, self._run(batch), name=f"batch-{self._name}")
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -138,6 +146,7 @@ class MicroBatcher(Generic[P, R]):
             self.stats.batches += 1
             self.stats.items += len(live)
             self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+            metrics.BATCH_SIZE.labels(self._name).observe(len(live))
             try:
                 results = await self._process([job.payload for job in live])
                 if len(results) != len(live):

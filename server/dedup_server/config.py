@@ -192,11 +192,14 @@ class ServerConfig:
     decode_threads: int = max(2, os.cpu_count() or 2)
     health_interval_s: float = 2.0
     shutdown_grace_s: float = 10.0
+    metrics_port: int | None = 9464  # Prometheus /metrics on host:port; 0 = a free port, None = off
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
             raise ConfigError(f"DEDUP_PORT must be 0..65535, got {self.port}")
         self._check_exposure()
+        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"DEDUP_METRICS_PORT must be 0..65535 or off, got {self.metrics_port}")
         if not (self.threshold == 0 or 0 < self.threshold <= 1) or math.isnan(self.threshold):
             raise ConfigError(f"DEDUP_THRESHOLD must be in (0, 1] (0 = calibrated default), got {self.threshold}")
         if not 1 <= self.default_top_k <= self.limits.max_top_k:
@@ -281,6 +284,10 @@ class ServerConfig:
             ),
             decode_threads=reader.integer("DECODE_THREADS", defaults.decode_threads),
             shutdown_grace_s=reader.number("SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
+            metrics_port=(
+                None if reader.text("METRICS_PORT", "").lower() == "off"
+                else reader.integer("METRICS_PORT", defaults.metrics_port or 0)
+            ),
         )
 
 

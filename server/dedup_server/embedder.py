@@ -17,6 +17,7 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
+from . import metrics
 from .errors import BackendError, BackendUnavailable, InvalidRequest
 
 logger = logging.getLogger(__name__)
@@ -104,12 +105,14 @@ class TritonEmbedder:
         request = InferInput(INPUT_NAME, list(batch.shape), "UINT8")
         request.set_data_from_numpy(batch)
         try:
-            result = await self._client.infer(
-                self._model,
-                inputs=[request],
-                outputs=[InferRequestedOutput(OUTPUT_NAME)],
-                client_timeout=self._timeout_s,
-            )
+            # Traced by the contrib aio client interceptor (telemetry.py), timed here.
+            with metrics.TRITON_INFER_SECONDS.time():
+                result = await self._client.infer(
+                    self._model,
+                    inputs=[request],
+                    outputs=[InferRequestedOutput(OUTPUT_NAME)],
+                    client_timeout=self._timeout_s,
+                )
         except InferenceServerException as exc:
             raise _backend_error("inference", exc) from exc
         embeddings = result.as_numpy(OUTPUT_NAME)

@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
+from . import metrics
 from .config import IndexConfig, milvus_backend_kind
 from .embedder import ModelInfo
 from .errors import BackendError, BackendUnavailable, CollectionNotFound, InvalidRequest, ModelMismatch
@@ -212,7 +213,7 @@ class MilvusIndex:
 
     def search(self, milvus_name: str, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:
         """Nearest stored images for each vector, best first."""
-        with _milvus_errors("search"):
+        with _milvus_errors("search"), metrics.MILVUS_SECONDS.labels("search").time():
             results = self._client.search(
                 milvus_name,
                 data=[vector.tolist() for vector in vectors],
@@ -249,7 +250,7 @@ class MilvusIndex:
             }
             for image in images
         ]
-        with _milvus_errors("upsert"):
+        with _milvus_errors("upsert"), metrics.MILVUS_SECONDS.labels("upsert").time():
             self._client.upsert(milvus_name, data=rows)
 
     def delete(self, milvus_name: str, ids: Sequence[str]) -> tuple[int, list[str]]:

@@ -268,7 +268,8 @@ class DedupService:
         milvus_name = self._index.open_collection(collection, model, create=True)
         vectors = np.stack([job.vector for job in jobs])
         # +1: the item's own id may come back (re-sent ids replace themselves) and is dropped.
-        indexed_hits = self._index.search(milvus_name, vectors, max(job.top_k for job in jobs) + 1)
+        with tracer.start_as_current_span("search", attributes={"batch.size": len(jobs)}):
+            indexed_hits = self._index.search(milvus_name, vectors, max(job.top_k for job in jobs) + 1)
         accepted: dict[str, int] = {}  # id -> position in jobs, for the items this batch stores
         results: list[_WriteResult] = []
         for j, job in enumerate(jobs):

@@ -82,6 +82,7 @@ def ephemeral_stack(
             "DEDUP_TRITON_MODEL": triton_model,
             "DEDUP_MILVUS_URI": milvus.uri,
             "DEDUP_DATA_DIR": str(data_dir / "front"),
+            "DEDUP_METRICS_PORT": "off",  # its fixed default would clash with `make run` beside it
             **(front_overrides or {}),
         }
         front = FrontProcess(

@@ -16,9 +16,12 @@ import pytest
 from dedup_client import DedupClient
 from dedup_server.app import running_server
 from dedup_server.config import ServerConfig
+from dedup_server.telemetry import configure_tracing
 from dedup_stack.milvus import MilvusConfig, MilvusPorts, MilvusProcess
 from dedup_stack.ports import pick_free_ports
 from dedup_stack.triton import TritonConfig, TritonProcess
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.conftest import REPO
 
@@ -63,6 +66,7 @@ class FrontThread:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.port = 0
+        self.metrics_port: int | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -93,12 +97,25 @@ class FrontThread:
             if not await running.monitor.wait_ready(120):
                 raise RuntimeError("backends never became ready")
             self.port = running.port
+            self.metrics_port = running.metrics_port
             self._ready.set()
             await self._stop.wait()
 
 
 @pytest.fixture(scope="session")
-def front_config(milvus: MilvusProcess, triton: TritonProcess, stack_dir: Path) -> ServerConfig:
+def spans() -> InMemorySpanExporter:
+    """Every finished span of the session. Tracing is set up once per process, as `python -m dedup_server`
+    does (OTEL_* exporters included), before any front exists: the Triton channel is instrumented when created."""
+    exporter = InMemorySpanExporter()
+    configure_tracing(span_processors=[SimpleSpanProcessor(exporter)])
+    return exporter
+
+
+@pytest.fixture(scope="session")
+def front_config(
+    milvus: MilvusProcess, triton: TritonProcess, stack_dir: Path, spans: InMemorySpanExporter
+) -> ServerConfig:
+    """The base of every front of the session (`spans`: tracing is set up before any of them is built)."""
     return ServerConfig(
         port=0,
         data_dir=stack_dir / "front",
@@ -106,6 +123,7 @@ def front_config(milvus: MilvusProcess, triton: TritonProcess, stack_dir: Path) 
         milvus_uri=milvus.uri,
         health_interval_s=0.5,
         shutdown_grace_s=5,
+        metrics_port=0,
     )
 
 
