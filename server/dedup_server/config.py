@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,12 @@ class SecurityConfig:
         ):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{variable}={path} is not a file")
+        for variable, path, label in (
+            ("DEDUP_TLS_CERT", self.tls_cert, "CERTIFICATE"), ("DEDUP_TLS_KEY", self.tls_key, "PRIVATE KEY"),
+            ("DEDUP_TLS_CLIENT_CA", self.tls_client_ca, "CERTIFICATE"),
+        ):
+            if path is not None:
+                _check_pem(path, variable, label)
         for token in self.auth_tokens:
             _check_token(token, "DEDUP_AUTH_TOKEN")
         if self.auth_token_file is not None and not self.file_tokens():
@@ -157,6 +164,16 @@ class SecurityConfig:
     def accepted_tokens(self) -> tuple[str, ...]:
         """Every token a client may present: DEDUP_AUTH_TOKEN's and the file's (read now)."""
         return self.auth_tokens + self.file_tokens()
+
+
+def _check_pem(path: Path, variable: str, label: str) -> None:
+    """A readable PEM file with a `label` block; gRPC itself would only fail at the first handshake."""
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{variable}={path} cannot be read: {exc}") from exc
+    if not re.search(rb"-----BEGIN [A-Z ]*" + label.encode() + rb"-----", text):
+        raise ConfigError(f"{variable}={path} is not PEM: it has no '-----BEGIN ...{label}-----' block")
 
 
 def _check_token(token: str, variable: str) -> None:
