@@ -48,7 +48,7 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
     )
     index = await asyncio.to_thread(
         MilvusIndex, uri=config.milvus_uri, token=config.milvus_token, prefix=config.collection_prefix,
-        index=config.index,
+        index=config.index, call_timeout_s=config.milvus_timeout_s,
     )
     service = DedupService(config, embedder=embedder, index=index, decode_pool=decode_pool)
     server = grpc.aio.server(

@@ -191,8 +191,12 @@ class ServerConfig:
     data_dir: Path = Path(".dedup-data")
     triton_url: str = "127.0.0.1:8001"
     triton_model: str = "embedder"
-    triton_timeout_s: float = 60.0
+    triton_timeout_s: float = 60.0  # the longest one inference call may take (less when the deadline is nearer)
     milvus_uri: str = "http://127.0.0.1:19530"
+    milvus_timeout_s: float = 30.0  # the longest one Milvus call may take (less when the deadline is nearer)
+    # How long a request or stream item waits for a backend that is down or restarting (retrying with backoff)
+    # before it is answered UNAVAILABLE (FAILED in a stream); a caller's earlier deadline wins.
+    backend_wait_s: float = 30.0
     milvus_token: str = ""
     collection_prefix: str = "dedup_"
     default_collection: str = "default"
@@ -214,6 +218,9 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
             raise ConfigError(f"DEDUP_PORT must be 0..65535, got {self.port}")
+        for name in ("triton_timeout_s", "milvus_timeout_s", "backend_wait_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"DEDUP_{name.upper()} must be > 0 seconds, got {getattr(self, name)}")
         self._check_exposure()
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"DEDUP_METRICS_PORT must be 0..65535 or off, got {self.metrics_port}")
@@ -285,6 +292,8 @@ class ServerConfig:
             triton_model=reader.text("TRITON_MODEL", defaults.triton_model),
             triton_timeout_s=reader.number("TRITON_TIMEOUT_S", defaults.triton_timeout_s),
             milvus_uri=reader.text("MILVUS_URI", defaults.milvus_uri),
+            milvus_timeout_s=reader.number("MILVUS_TIMEOUT_S", defaults.milvus_timeout_s),
+            backend_wait_s=reader.number("BACKEND_WAIT_S", defaults.backend_wait_s),
             milvus_token=reader.text("MILVUS_TOKEN", defaults.milvus_token),
             threshold=reader.number("THRESHOLD", defaults.threshold),
             default_top_k=reader.integer("TOP_K", defaults.default_top_k),

@@ -49,7 +49,7 @@ class Embedder(Protocol):
 
     async def model_info(self) -> ModelInfo: ...
 
-    async def embed(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
+    async def embed(self, images: Sequence[np.ndarray], *, timeout_s: float | None = None) -> np.ndarray: ...
 
     async def is_ready(self) -> bool: ...
 
@@ -70,6 +70,9 @@ class TritonEmbedder:
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.keepalive_timeout_ms", 10_000),
+                # Reconnect soon after Triton comes back (gRPC's default backoff grows to 120 s).
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2_000),
             ],
         )
         self._info: ModelInfo | None = None
@@ -95,8 +98,11 @@ class TritonEmbedder:
             self._info = await self._fetch_model_info()
         return self._info
 
-    async def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Embed a batch of HxWx3 uint8 images; returns float32 [N, D] unit vectors."""
+    async def embed(self, images: Sequence[np.ndarray], *, timeout_s: float | None = None) -> np.ndarray:
+        """Embed a batch of HxWx3 uint8 images; returns float32 [N, D] unit vectors.
+
+        `timeout_s` (default: the configured one) bounds the inference call; a timeout is BackendUnavailable.
+        """
         info = await self.model_info()
         batch = np.stack(images)
         expected = (info.input_size, info.input_size, 3)
@@ -111,7 +117,7 @@ class TritonEmbedder:
                     self._model,
                     inputs=[request],
                     outputs=[InferRequestedOutput(OUTPUT_NAME)],
-                    client_timeout=self._timeout_s,
+                    client_timeout=self._timeout_s if timeout_s is None else timeout_s,
                 )
         except InferenceServerException as exc:
             raise _backend_error("inference", exc) from exc

@@ -91,8 +91,11 @@ def validate_collection_name(name: str) -> None:
 
 
 class MilvusIndex:
-    def __init__(self, *, uri: str, token: str, prefix: str, index: IndexConfig) -> None:
+    def __init__(
+        self, *, uri: str, token: str, prefix: str, index: IndexConfig, call_timeout_s: float = 30.0
+    ) -> None:
         self._uri = uri
+        self._call_timeout_s = call_timeout_s  # of each call that is given no timeout of its own
         self._prefix = prefix
         self._index = index
         self._backend = milvus_backend_kind(uri)
@@ -101,7 +104,12 @@ class MilvusIndex:
             kwargs["token"] = token
         if self._backend == "server":
             # Long calls (index builds) otherwise die with GOAWAY too_many_pings (notes, trap 3).
-            kwargs["grpc_options"] = {"grpc.keepalive_time_ms": 600_000}
+            kwargs["grpc_options"] = {
+                "grpc.keepalive_time_ms": 600_000,
+                # Reconnect soon after Milvus comes back (gRPC's default backoff grows to 120 s).
+                "grpc.initial_reconnect_backoff_ms": 200,
+                "grpc.max_reconnect_backoff_ms": 2_000,
+            }
         try:
             self._client = MilvusClient(**kwargs)
         except MilvusException as exc:
@@ -148,7 +156,7 @@ class MilvusIndex:
     def _load_or_create(self, name: str, model: ModelInfo, create: bool) -> _CollectionState:
         milvus_name = self._prefix + name
         with _milvus_errors(f"open collection {name!r}"):
-            if self._client.has_collection(milvus_name):
+            if self._client.has_collection(milvus_name, timeout=self._call_timeout_s):
                 recorded = self._recorded_model(milvus_name)
                 if recorded == model.label:
                     self._ensure_loaded(milvus_name)
@@ -160,7 +168,7 @@ class MilvusIndex:
 
     def _recorded_model(self, milvus_name: str) -> str:
         # Recorded twice at creation: Milvus Lite keeps properties but drops descriptions.
-        described = self._client.describe_collection(milvus_name)
+        described = self._client.describe_collection(milvus_name, timeout=self._call_timeout_s)
         recorded = (described.get("properties") or {}).get(MODEL_PROPERTY)
         if recorded:
             return str(recorded)
@@ -170,10 +178,10 @@ class MilvusIndex:
             return f"unknown (collection {milvus_name!r} was not created by this service)"
 
     def _ensure_loaded(self, milvus_name: str) -> None:
-        state = self._client.get_load_state(milvus_name).get("state")
+        state = self._client.get_load_state(milvus_name, timeout=self._call_timeout_s).get("state")
         if str(state) != "Loaded":
             logger.info("loading collection %s (state %s)", milvus_name, state)
-            self._client.load_collection(milvus_name)
+            self._client.load_collection(milvus_name, timeout=self._call_timeout_s)
 
     def _create(self, milvus_name: str, model: ModelInfo) -> None:
         schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -211,7 +219,9 @@ class MilvusIndex:
 
     # -- data ----------------------------------------------------------------------------------
 
-    def search(self, milvus_name: str, vectors: np.ndarray, top_k: int) -> list[list[Hit]]:
+    def search(
+        self, milvus_name: str, vectors: np.ndarray, top_k: int, *, timeout_s: float | None = None
+    ) -> list[list[Hit]]:
         """Nearest stored images for each vector, best first."""
         with _milvus_errors("search"), metrics.MILVUS_SECONDS.labels("search").time():
             results = self._client.search(
@@ -222,6 +232,7 @@ class MilvusIndex:
                 search_params={"metric_type": METRIC, "params": self._index.search_params(top_k)},
                 output_fields=[METADATA_FIELD],
                 consistency_level=CONSISTENCY,
+                timeout=self._call_timeout_s if timeout_s is None else timeout_s,
             )
         return [
             [
@@ -235,7 +246,9 @@ class MilvusIndex:
             for hits in results
         ]
 
-    def upsert(self, milvus_name: str, model: ModelInfo, images: Sequence[StoredImage]) -> None:
+    def upsert(
+        self, milvus_name: str, model: ModelInfo, images: Sequence[StoredImage], *, timeout_s: float | None = None
+    ) -> None:
         """Store images; an id that exists is replaced. Returns once Milvus has acknowledged them."""
         if not images:
             return
@@ -251,39 +264,45 @@ class MilvusIndex:
             for image in images
         ]
         with _milvus_errors("upsert"), metrics.MILVUS_SECONDS.labels("upsert").time():
-            self._client.upsert(milvus_name, data=rows)
+            self._client.upsert(
+                milvus_name, data=rows, timeout=self._call_timeout_s if timeout_s is None else timeout_s
+            )
 
     def delete(self, milvus_name: str, ids: Sequence[str]) -> tuple[int, list[str]]:
         """Delete ids; returns (how many existed, the ids that did not)."""
         with _milvus_errors("delete"):
             existing = {
                 str(row[ID_FIELD])
-                for row in self._client.get(milvus_name, ids=list(ids), output_fields=[ID_FIELD])
+                for row in self._client.get(
+                    milvus_name, ids=list(ids), output_fields=[ID_FIELD], timeout=self._call_timeout_s
+                )
             }
             if existing:
-                self._client.delete(milvus_name, ids=sorted(existing))
+                self._client.delete(milvus_name, ids=sorted(existing), timeout=self._call_timeout_s)
         return len(existing), [i for i in ids if i not in existing]
 
     def stats(self, name: str | None) -> list[CollectionStats]:
         with _milvus_errors("stats"):
             if name is not None:
                 validate_collection_name(name)
-                if not self._client.has_collection(self._prefix + name):
+                if not self._client.has_collection(self._prefix + name, timeout=self._call_timeout_s):
                     raise CollectionNotFound(name)
                 names = [name]
             else:
-                names = sorted(
-                    n[len(self._prefix):] for n in self._client.list_collections() if n.startswith(self._prefix)
-                )
+                listed = self._client.list_collections(timeout=self._call_timeout_s)
+                names = sorted(n[len(self._prefix):] for n in listed if n.startswith(self._prefix))
             return [self._collection_stats(n) for n in names]
 
     def _collection_stats(self, name: str) -> CollectionStats:
         milvus_name = self._prefix + name
         self._ensure_loaded(milvus_name)
         # Strong: counts are rare, and must reflect deletes too.
-        count_rows = self._client.query(milvus_name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        count_rows = self._client.query(
+            milvus_name, filter="", output_fields=["count(*)"], consistency_level="Strong",
+            timeout=self._call_timeout_s,
+        )
         count = int(count_rows[0]["count(*)"]) if count_rows else 0
-        index = self._client.describe_index(milvus_name, index_name=VECTOR_FIELD) or {}
+        index = self._client.describe_index(milvus_name, index_name=VECTOR_FIELD, timeout=self._call_timeout_s) or {}
         index_type = str(index.get("index_type", ""))
         build = {k: str(v) for k, v in index.items() if k not in _INDEX_DESCRIPTION_KEYS}
         if "params" in build:  # nested form (see _create): flatten for display
@@ -318,7 +337,8 @@ def _milvus_errors(what: str) -> Iterator[None]:
     except MilvusException as exc:
         message = f"Milvus {what} failed: {exc.message}"
         text = str(exc).lower()
-        if "unavailable" in text or "connect" in text or "deadline" in text:
+        # "not loaded": Milvus is loading its collections again after a restart (measured: ~5 s).
+        if any(word in text for word in ("unavailable", "connect", "deadline", "timeout", "not loaded")):
             raise BackendUnavailable(message) from exc
         raise BackendError(message) from exc
     except (grpc.RpcError, ConnectionError, TimeoutError) as exc:  # a dead channel surfaces raw

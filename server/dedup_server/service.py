@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import functools
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import Executor
+from typing import TypeVar
 
 import numpy as np
 from opentelemetry import trace
@@ -21,6 +23,7 @@ from opentelemetry import trace
 from . import validation
 from .batcher import MicroBatcher
 from .config import ServerConfig
+from .deadline import Deadline, backend_deadline, retry_async, retry_sync
 from .decode import DecodeLimits, decode_image
 from .embedder import Embedder, ModelInfo
 from .errors import DedupError, InvalidRequest, StreamTooLong
@@ -30,6 +33,8 @@ from .thresholds import Calibration, calibrated_threshold
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -86,6 +91,12 @@ class ServiceStats:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class _EmbedJob:
+    pixels: np.ndarray
+    deadline: Deadline | None  # the caller's; None: no deadline
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _WriteJob:
     collection: str
     id: str
@@ -94,6 +105,7 @@ class _WriteJob:
     skip_duplicates: bool
     threshold: float
     top_k: int
+    deadline: Deadline | None = None  # the caller's; None: no deadline
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,7 +126,7 @@ class DedupService:
         self._decode_limits = DecodeLimits(
             max_bytes=config.limits.max_image_bytes, max_pixels=config.limits.max_pixels
         )
-        self.embed_batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
+        self.embed_batcher: MicroBatcher[_EmbedJob, np.ndarray] = MicroBatcher(
             self._embed_batch, config.embed_batch, name="embed"
         )
         self.write_batcher: MicroBatcher[_WriteJob, _WriteResult | DedupError] = MicroBatcher(
@@ -129,64 +141,91 @@ class DedupService:
         await self.embed_batcher.close()
         await self.write_batcher.close()
 
-    async def model(self) -> ModelInfo:
-        return await self._embedder.model_info()
+    async def model(self, deadline: Deadline | None = None) -> ModelInfo:
+        """The served model (cached by the embedder); read from Triton again, within `deadline`, after it restarted."""
+        if deadline is None:
+            return await self._embedder.model_info()
+        return await retry_async(
+            lambda _timeout_s: self._embedder.model_info(),  # its own short timeout bounds each try
+            deadline, cap_s=self._config.triton_timeout_s, what="Triton model config",
+        )
 
-    async def calibration(self) -> Calibration:
-        return calibrated_threshold((await self.model()).name, self._config.threshold)
+    async def calibration(self, deadline: Deadline | None = None) -> Calibration:
+        return calibrated_threshold((await self.model(deadline)).name, self._config.threshold)
+
+    def _deadline(self, caller: Deadline | None) -> Deadline:
+        return backend_deadline([caller], wait_cap_s=self._config.backend_wait_s)
 
     # -- CheckDuplicate ------------------------------------------------------------------------
 
-    async def check(self, query: CheckQuery) -> CheckOutcome:
-        calibration = await self.calibration()
+    async def check(self, query: CheckQuery, *, time_remaining: float | None = None) -> CheckOutcome:
+        """`time_remaining`: seconds until the caller's deadline (None: none); backend calls end before it."""
+        caller = Deadline.from_time_remaining(time_remaining)
+        calibration = await self.calibration(self._deadline(caller))
         collection = validation.collection_name(query.collection, self._config.default_collection)
         threshold = validation.threshold(query.threshold, calibration.threshold)
         top_k = validation.top_k(query.top_k, self._config.default_top_k, self._limits)
         image_id = validation.image_id(query.id, self._limits, required=query.insert_if_unique)
         metadata = validation.metadata(query.metadata, self._limits)
-        model = await self.model()
+        model = await self.model(self._deadline(caller))
         if not query.insert_if_unique:
             # Fail fast on an unknown collection, before spending a model call on the image.
-            milvus_name = await asyncio.to_thread(self._index.open_collection, collection, model, create=False)
-        vector = await self._embed(query.image)
+            milvus_name = await asyncio.to_thread(
+                self._milvus, lambda _timeout_s: self._index.open_collection(collection, model, create=False),
+                self._deadline(caller), "Milvus open collection",
+            )
+        vector = await self._embed(query.image, caller)
         if query.insert_if_unique:
             result = await self._write(
-                _WriteJob(collection, image_id, vector, metadata, True, threshold, top_k)
+                _WriteJob(collection, image_id, vector, metadata, True, threshold, top_k, deadline=caller)
             )
             return CheckOutcome(
                 matches=result.matches, inserted=result.inserted, model=model.label, threshold=threshold
             )
         with tracer.start_as_current_span("search"):
-            hits = (await asyncio.to_thread(self._index.search, milvus_name, vector[None, :], top_k))[0]
+            hits = (
+                await asyncio.to_thread(
+                    self._milvus, lambda timeout_s: self._index.search(
+                        milvus_name, vector[None, :], top_k, timeout_s=timeout_s
+                    ),
+                    self._deadline(caller), "Milvus search",
+                )
+            )[0]
         matches = [hit for hit in hits if hit.similarity >= threshold]
         return CheckOutcome(matches=matches, inserted=False, model=model.label, threshold=threshold)
 
     # -- IndexStream ---------------------------------------------------------------------------
 
-    async def index_stream(self, items: AsyncIterator[IndexItem]) -> AsyncIterator[ItemOutcome]:
-        """One outcome per item, in completion order.
+    async def index_stream(
+        self, items: AsyncIterator[IndexItem], *, time_remaining: float | None = None
+    ) -> AsyncIterator[ItemOutcome]:
+        """One outcome per item, in completion order. `time_remaining`: until the stream's deadline (None: none).
 
         At most `max_stream_items` items are read: every one of them is answered, then StreamTooLong
         ends the stream, so the client knows exactly which items to send again on a new stream.
         """
         limited = _AtMost(items, self._limits.max_stream_items)
-        async for outcome in map_unordered(limited.items(), self.index_item, window=self._limits.stream_window):
+        index_item = functools.partial(self.index_item, caller=Deadline.from_time_remaining(time_remaining))
+        async for outcome in map_unordered(limited.items(), index_item, window=self._limits.stream_window):
             yield outcome
         if limited.first_unread is not None:
             raise StreamTooLong(self._limits.max_stream_items, limited.first_unread.id)
 
-    async def index_item(self, item: IndexItem) -> ItemOutcome:
-        """Index one item; never raises: every failure becomes an INVALID or FAILED outcome."""
+    async def index_item(self, item: IndexItem, caller: Deadline | None = None) -> ItemOutcome:
+        """Index one item; never raises: every failure becomes an INVALID or FAILED outcome.
+
+        Acknowledged (INDEXED) only once Milvus has acknowledged the write, which survives a Milvus crash.
+        """
         try:
-            calibration = await self.calibration()
+            calibration = await self.calibration(self._deadline(caller))
             image_id = validation.image_id(item.id, self._limits, required=True)
             collection = validation.collection_name(item.collection, self._config.default_collection)
             threshold = validation.threshold(item.threshold, calibration.threshold)
             metadata = validation.metadata(item.metadata, self._limits)
-            vector = await self._embed(item.image, wait_for_room=True)
+            vector = await self._embed(item.image, caller, wait_for_room=True)
             result = await self._write(
                 _WriteJob(collection, image_id, vector, metadata, item.skip_duplicates, threshold,
-                          self._config.default_top_k),
+                          self._config.default_top_k, deadline=caller),
                 wait_for_room=True,
             )
         except InvalidRequest as exc:
@@ -225,12 +264,12 @@ class DedupService:
 
     # -- stages --------------------------------------------------------------------------------
 
-    async def _embed(self, image: bytes, *, wait_for_room: bool = False) -> np.ndarray:
+    async def _embed(self, image: bytes, caller: Deadline | None, *, wait_for_room: bool = False) -> np.ndarray:
         with tracer.start_as_current_span("decode"):
             pixels = await asyncio.get_running_loop().run_in_executor(
                 self._decode_pool, decode_image, image, self._decode_limits
             )
-        return await self.embed_batcher.submit(pixels, wait_for_room=wait_for_room)
+        return await self.embed_batcher.submit(_EmbedJob(pixels, caller), wait_for_room=wait_for_room)
 
     async def _write(self, job: _WriteJob, *, wait_for_room: bool = False) -> _WriteResult:
         result = await self.write_batcher.submit(job, wait_for_room=wait_for_room)
@@ -238,24 +277,39 @@ class DedupService:
             raise result
         return result
 
-    async def _embed_batch(self, images: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
+    async def _embed_batch(self, jobs: Sequence[_EmbedJob]) -> Sequence[np.ndarray]:
+        images = [job.pixels for job in jobs]
+        deadline = backend_deadline((job.deadline for job in jobs), wait_cap_s=self._config.backend_wait_s)
         with tracer.start_as_current_span("infer", attributes={"batch.size": len(images)}):
-            embeddings = await self._embedder.embed(images)
+            embeddings = await retry_async(
+                functools.partial(self._embed_images, images), deadline,
+                cap_s=self._config.triton_timeout_s, what="Triton inference",
+            )
         return list(embeddings)
 
-    async def _write_batch(self, jobs: Sequence[_WriteJob]) -> Sequence[_WriteResult | DedupError]:
-        model = await self.model()
-        with tracer.start_as_current_span("search_and_insert", attributes={"batch.size": len(jobs)}):
-            return await asyncio.to_thread(self._write_batch_sync, jobs, model)
+    async def _embed_images(self, images: Sequence[np.ndarray], timeout_s: float) -> np.ndarray:
+        return await self._embedder.embed(images, timeout_s=timeout_s)
 
-    def _write_batch_sync(self, jobs: Sequence[_WriteJob], model: ModelInfo) -> list[_WriteResult | DedupError]:
+    async def _write_batch(self, jobs: Sequence[_WriteJob]) -> Sequence[_WriteResult | DedupError]:
+        deadline = backend_deadline((job.deadline for job in jobs), wait_cap_s=self._config.backend_wait_s)
+        model = await self.model(deadline)
+        with tracer.start_as_current_span("search_and_insert", attributes={"batch.size": len(jobs)}):
+            return await asyncio.to_thread(self._write_batch_sync, jobs, model, deadline)
+
+    def _milvus(self, call: Callable[[float], T], deadline: Deadline, what: str) -> T:
+        """call(timeout_s), retried while Milvus is unreachable and `deadline` allows (blocking: run in a thread)."""
+        return retry_sync(call, deadline, cap_s=self._config.milvus_timeout_s, what=what)
+
+    def _write_batch_sync(
+        self, jobs: Sequence[_WriteJob], model: ModelInfo, deadline: Deadline
+    ) -> list[_WriteResult | DedupError]:
         results: list[_WriteResult | DedupError] = [_WriteResult(matches=(), inserted=False)] * len(jobs)
         by_collection: dict[str, list[int]] = {}
         for position, job in enumerate(jobs):
             by_collection.setdefault(job.collection, []).append(position)
         for collection, positions in by_collection.items():
             try:
-                outcomes = self._write_collection(collection, [jobs[p] for p in positions], model)
+                outcomes = self._write_collection(collection, [jobs[p] for p in positions], model, deadline)
             except DedupError as exc:
                 outcomes = [exc] * len(positions)
             for position, outcome in zip(positions, outcomes, strict=True):
@@ -263,13 +317,21 @@ class DedupService:
         return results
 
     def _write_collection(
-        self, collection: str, jobs: Sequence[_WriteJob], model: ModelInfo
+        self, collection: str, jobs: Sequence[_WriteJob], model: ModelInfo, deadline: Deadline
     ) -> list[_WriteResult | DedupError]:
-        milvus_name = self._index.open_collection(collection, model, create=True)
+        milvus_name = self._milvus(
+            lambda _timeout_s: self._index.open_collection(collection, model, create=True),
+            deadline, "Milvus open collection",
+        )
         vectors = np.stack([job.vector for job in jobs])
         # +1: the item's own id may come back (re-sent ids replace themselves) and is dropped.
         with tracer.start_as_current_span("search", attributes={"batch.size": len(jobs)}):
-            indexed_hits = self._index.search(milvus_name, vectors, max(job.top_k for job in jobs) + 1)
+            indexed_hits = self._milvus(
+                lambda timeout_s: self._index.search(
+                    milvus_name, vectors, max(job.top_k for job in jobs) + 1, timeout_s=timeout_s
+                ),
+                deadline, "Milvus search",
+            )
         accepted: dict[str, int] = {}  # id -> position in jobs, for the items this batch stores
         results: list[_WriteResult] = []
         for j, job in enumerate(jobs):
@@ -291,7 +353,11 @@ class DedupService:
         ]
         try:
             with tracer.start_as_current_span("insert", attributes={"batch.size": len(stored)}):
-                self._index.upsert(milvus_name, model, stored)
+                # Acknowledged by Milvus = in its write-ahead log (rocksmq): it survives a kill -9 of Milvus.
+                self._milvus(
+                    lambda timeout_s: self._index.upsert(milvus_name, model, stored, timeout_s=timeout_s),
+                    deadline, "Milvus upsert",
+                )
         except DedupError as exc:
             # Nothing of this batch was acknowledged as stored; duplicates stay valid answers.
             return [exc if result.inserted else result for result in results]
