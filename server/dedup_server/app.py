@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
+from .auth import BearerTokenInterceptor
 from .config import ServerConfig
 from .embedder import TritonEmbedder
 from .health import BackendMonitor
@@ -23,6 +24,7 @@ from .index import MilvusIndex
 from .metrics import MetricsServer, RequestMetricsInterceptor, start_metrics_server
 from .service import DedupService
 from .servicer import DedupServicer
+from .tls import server_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +53,18 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         index=config.index, call_timeout_s=config.milvus_timeout_s,
     )
     service = DedupService(config, embedder=embedder, index=index, decode_pool=decode_pool)
+    # Outermost, the OTel interceptor opens the RPC span (health probes are left out of traces); the
+    # service's decode/infer/search/insert spans nest in it. Inside it, every RPC is counted and timed.
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        aio_server_interceptor(filter_=filters.negate(filters.health_check())),
+        RequestMetricsInterceptor(),
+    ]
+    if config.security.token_required:
+        # Innermost: calls refused for a missing or wrong token are still traced and counted
+        # (as UNAUTHENTICATED) by the interceptors outside it, and none reaches a handler.
+        interceptors.append(BearerTokenInterceptor(config.security.accepted_tokens()))
     server = grpc.aio.server(
-        # Outermost, the OTel interceptor opens the RPC span (health probes are left out of traces); the
-        # service's decode/infer/search/insert spans nest in it. Inside it, every RPC is counted and timed.
-        interceptors=[
-            aio_server_interceptor(filter_=filters.negate(filters.health_check())),
-            RequestMetricsInterceptor(),
-        ],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", config.limits.max_message_bytes),
             ("grpc.max_send_message_length", config.limits.max_message_bytes),
@@ -75,7 +82,9 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         ),
         server,
     )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    credentials = server_credentials(config.security)
+    address = f"{config.host}:{config.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {config.host}:{config.port}")
     monitor = BackendMonitor(
@@ -88,7 +97,11 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
     service.start()
     await server.start()
     monitor.start()
-    logger.info("dedup gRPC server listening on %s:%d", config.host, port)
+    logger.info(
+        "dedup gRPC server listening on %s:%d (%s, %s)", config.host, port,
+        ("mutual TLS" if config.security.mutual_tls else "TLS") if config.security.tls else "plaintext",
+        "bearer token required" if config.security.token_required else "no token",
+    )
     try:
         yield RunningServer(
             server=server, port=port, service=service, monitor=monitor,
