@@ -269,3 +269,15 @@ def deployed_variables() -> set[str]:
 
 def test_every_deployed_dedup_variable_is_read_by_the_code() -> None:
     assert deployed_variables() - known_variables() == set()
+
+
+def test_hpa_scales_the_front_on_cpu_it_requests(rendered: list[dict[str, Any]]) -> None:
+    deployment = find(rendered, "Deployment", "dedup-front")
+    hpa = find(rendered, "HorizontalPodAutoscaler", "dedup-front")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "dedup-front"}
+    assert "replicas" not in deployment["spec"]  # the HPA owns it; `kubectl apply` must not reset it
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    assert container(deployment, "front")["resources"]["requests"]["cpu"]  # utilisation is relative to it
+    pdb = find(rendered, "PodDisruptionBudget", "dedup-front")
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert hpa["spec"]["minReplicas"] > pdb["spec"]["maxUnavailable"]
