@@ -89,7 +89,8 @@ def _log_retry(what: str) -> Callable[[RetryCallState], None]:
 
 
 def _policy(deadline: Deadline, what: str) -> dict[str, object]:
-    backoff = wait_exponential_jitter(initial=_FIRST_BACKOFF_S, max=_MAX_BACKOFF_S)
+    # Jitter (tenacity's default is up to 1 s) spreads the retries of concurrent batches a little.
+    backoff = wait_exponential_jitter(initial=_FIRST_BACKOFF_S, max=_MAX_BACKOFF_S, jitter=_FIRST_BACKOFF_S)
 
     def out_of_time(state: RetryCallState) -> bool:
         return deadline.remaining() < _LAST_ATTEMPT_S
