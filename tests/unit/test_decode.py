@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import io
-import struct
 import tracemalloc
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,54 +11,21 @@ from dedup_server.errors import InvalidImage
 from PIL import Image
 
 from tests.conftest import encode
+from tests.images import (
+    animated,
+    cmyk_jpeg,
+    exif_rotated_jpeg,
+    flip_byte,
+    gif_declaring,
+    noise,
+    palette_with_transparency,
+    png_16_bit_rgb,
+    png_chunk,
+    png_declaring,
+    raw_png,
+)
 
 LIMITS = DecodeLimits()
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares a huge size but carries (almost) no pixels: a decompression bomb probe."""
-    real = encode(Image.new("RGB", (8, 8)), "PNG")
-    ihdr = b"IHDR" + struct.pack(">II", width, height) + real[24:29]  # keep depth, colour type, ...
-    return real[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + real[33:]
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def _raw_png(width: int, height: int, *, bit_depth: int, colour_type: int, channels: int,
-             extra: bytes = b"", row: bytes | None = None) -> bytes:
-    """A real PNG written by hand (Pillow cannot write e.g. 16-bit RGB); rows of zeros unless given."""
-    row = row if row is not None else bytes(width * channels * bit_depth // 8)
-    compressor = zlib.compressobj(9)
-    idat = b"".join(compressor.compress(b"\x00" + row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + extra + _png_chunk(b"IDAT", idat)
-            + _png_chunk(b"IEND", b""))
-
-
-def _gif_declaring(width: int, height: int) -> bytes:
-    """A GIF whose screen and frame declare width x height, with one pixel of data."""
-    screen = b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00"
-    frame = b"," + struct.pack("<HHHH", 0, 0, width, height) + b"\x00"
-    return screen + frame + b"\x02\x02\x4c\x01\x00;"
-
-
-def _noise(fmt: str) -> bytes:
-    return encode(Image.effect_noise((128, 96), 60).convert("RGB"), fmt)
-
-
-def _flip_byte(data: bytes, at: int) -> bytes:
-    corrupt = bytearray(data)
-    corrupt[at] ^= 0xFF
-    return bytes(corrupt)
-
-
-def _animated(fmt: str) -> bytes:
-    frames = [Image.new("RGB", (40, 30), colour) for colour in ((255, 0, 0), (0, 0, 255))]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format=fmt, save_all=True, append_images=frames[1:], duration=100)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -94,19 +59,19 @@ def test_same_photo_in_different_containers_decodes_alike(eval_dir: Path) -> Non
     [
         pytest.param(b"", "empty", id="empty"),
         pytest.param(b"hello, this is text", "not a recognised image", id="text"),
-        pytest.param(_png_header_only(40_000, 40_000), "over the limit", id="bomb-declared-size"),
-        pytest.param(_png_header_only(30_000, 30_000), "too many pixels", id="png-30kx30k"),
+        pytest.param(png_declaring(40_000, 40_000), "over the limit", id="bomb-declared-size"),
+        pytest.param(png_declaring(30_000, 30_000), "too many pixels", id="png-30kx30k"),
         # Between Pillow's warning (~89 Mpx) and error (~179 Mpx) limits: still refused with the same reason.
-        pytest.param(_png_header_only(10_000, 10_000), "too many pixels", id="png-10kx10k-pillow-warning-zone"),
-        pytest.param(_png_header_only(1, 100_000_000), "too many pixels", id="png-1x100M-line"),
-        pytest.param(_png_header_only(8_000, 8_000), "8000x8000 = 64000000 pixels, over the limit", id="png-over-ours"),
-        pytest.param(_gif_declaring(65_535, 65_535), "too many pixels", id="gif-64kx64k"),
-        pytest.param(_png_header_only(0, 0), "not a recognised image", id="png-0x0"),
-        pytest.param(_noise("PNG")[:300], "corrupt or truncated PNG", id="png-truncated"),
-        pytest.param(_noise("JPEG")[:-40], "corrupt or truncated JPEG", id="jpeg-truncated-end"),
-        pytest.param(_noise("JPEG")[:200], "unreadable image header", id="jpeg-header-only"),
-        pytest.param(_flip_byte(_noise("PNG"), 200), "corrupt or truncated PNG", id="png-corrupt-idat"),
-        pytest.param(_flip_byte(_noise("PNG"), 20), "not a recognised image", id="png-corrupt-ihdr-crc"),
+        pytest.param(png_declaring(10_000, 10_000), "too many pixels", id="png-10kx10k-pillow-warning-zone"),
+        pytest.param(png_declaring(1, 100_000_000), "too many pixels", id="png-1x100M-line"),
+        pytest.param(png_declaring(8_000, 8_000), "8000x8000 = 64000000 pixels, over the limit", id="png-over-ours"),
+        pytest.param(gif_declaring(65_535, 65_535), "too many pixels", id="gif-64kx64k"),
+        pytest.param(png_declaring(0, 0), "not a recognised image", id="png-0x0"),
+        pytest.param(noise("PNG")[:300], "corrupt or truncated PNG", id="png-truncated"),
+        pytest.param(noise("JPEG")[:-40], "corrupt or truncated JPEG", id="jpeg-truncated-end"),
+        pytest.param(noise("JPEG")[:200], "unreadable image header", id="jpeg-header-only"),
+        pytest.param(flip_byte(noise("PNG"), 200), "corrupt or truncated PNG", id="png-corrupt-idat"),
+        pytest.param(flip_byte(noise("PNG"), 20), "not a recognised image", id="png-corrupt-ihdr-crc"),
         pytest.param(b"\xff\xd8\xff" + bytes(64), "not a recognised image", id="jpeg-magic-only"),
         pytest.param(b"https://example.com/cat.jpg", "not a recognised image", id="url-is-never-fetched"),
         pytest.param(
@@ -124,7 +89,7 @@ def test_bad_bytes_are_rejected_with_reason(data: bytes, reason: str) -> None:
 
 
 def test_bombs_are_refused_from_the_header_without_allocating() -> None:
-    bomb = _png_header_only(30_000, 30_000)
+    bomb = png_declaring(30_000, 30_000)
     tracemalloc.start()
     try:
         with pytest.raises(InvalidImage, match="too many pixels"):
@@ -137,7 +102,7 @@ def test_bombs_are_refused_from_the_header_without_allocating() -> None:
 
 def test_large_sixteen_bit_image_is_scaled_after_resizing() -> None:
     """Float copies are made of the 224x224 result, not of the 12 Mpx image (96 MB each before)."""
-    data = _raw_png(4000, 3000, bit_depth=16, colour_type=0, channels=1)
+    data = raw_png(4000, 3000, bit_depth=16, colour_type=0, channels=1)
     tracemalloc.start()
     try:
         pixels = decode_image(data, LIMITS)
@@ -152,20 +117,20 @@ def test_large_sixteen_bit_image_is_scaled_after_resizing() -> None:
     [
         # Saved directly: tests.conftest.encode would convert CMYK to RGB first.
         pytest.param(Image.new("CMYK", (50, 50), (0, 255, 255, 0)), (255, 0, 0), id="cmyk-jpeg"),
-        pytest.param(_raw_png(32, 16, bit_depth=16, colour_type=2, channels=3,
+        pytest.param(raw_png(32, 16, bit_depth=16, colour_type=2, channels=3,
                               row=b"\xff\xff\x00\x00\x80\x00" * 32), (255, 0, 128), id="png-16-bit-rgb"),
-        pytest.param(_raw_png(32, 16, bit_depth=16, colour_type=6, channels=4,
+        pytest.param(raw_png(32, 16, bit_depth=16, colour_type=6, channels=4,
                               row=b"\x00\x00\xff\xff\x00\x00\x00\x00" * 32), (255, 255, 255),
                      id="png-16-bit-rgba-transparent"),
-        pytest.param(_raw_png(32, 16, bit_depth=8, colour_type=3, channels=1,
-                              extra=_png_chunk(b"PLTE", bytes((0, 0, 0, 0, 255, 0))) + _png_chunk(b"tRNS", b"\x00")),
+        pytest.param(raw_png(32, 16, bit_depth=8, colour_type=3, channels=1,
+                              extra=png_chunk(b"PLTE", bytes((0, 0, 0, 0, 255, 0))) + png_chunk(b"tRNS", b"\x00")),
                      (255, 255, 255), id="png-palette-transparent-index"),
-        pytest.param(_raw_png(32, 16, bit_depth=8, colour_type=3, channels=1, row=b"\x01" * 32,
-                              extra=_png_chunk(b"PLTE", bytes((0, 0, 0, 0, 255, 0))) + _png_chunk(b"tRNS", b"\x00")),
+        pytest.param(raw_png(32, 16, bit_depth=8, colour_type=3, channels=1, row=b"\x01" * 32,
+                              extra=png_chunk(b"PLTE", bytes((0, 0, 0, 0, 255, 0))) + png_chunk(b"tRNS", b"\x00")),
                      (0, 255, 0), id="png-palette-opaque-index"),
-        pytest.param(_animated("GIF"), (255, 0, 0), id="gif-animated-first-frame"),
-        pytest.param(_animated("WEBP"), (255, 0, 0), id="webp-animated-first-frame"),
-        pytest.param(_animated("PNG"), (255, 0, 0), id="apng-first-frame"),
+        pytest.param(animated("GIF"), (255, 0, 0), id="gif-animated-first-frame"),
+        pytest.param(animated("WEBP"), (255, 0, 0), id="webp-animated-first-frame"),
+        pytest.param(animated("PNG"), (255, 0, 0), id="apng-first-frame"),
         pytest.param(encode(Image.new("LA", (20, 20), (0, 0)), "PNG"), (255, 255, 255), id="grey-alpha-transparent"),
         pytest.param(encode(Image.new("1", (20, 20), 1), "PNG"), (255, 255, 255), id="one-bit"),
         pytest.param(encode(Image.new("RGBA", (20, 20), (0, 0, 0, 0)), "WEBP"), (255, 255, 255), id="webp-alpha"),
@@ -228,3 +193,21 @@ def test_cmyk_jpeg_and_palette_decode() -> None:
     assert pixels[..., 0].mean() > 200 and pixels[..., 1].mean() < 60
     palette = Image.new("P", (50, 50), 3)
     assert decode_image(encode(palette, "GIF"), LIMITS).shape == (224, 224, 3)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        pytest.param(cmyk_jpeg, id="cmyk-jpeg"),
+        pytest.param(exif_rotated_jpeg, id="exif-rotated-jpeg"),
+        pytest.param(png_16_bit_rgb, id="png-16-bit-rgb"),
+        pytest.param(palette_with_transparency, id="png-palette-with-transparency"),
+        pytest.param(lambda image: animated("GIF", [image, Image.new("RGB", image.size)]), id="gif-first-frame"),
+        pytest.param(lambda image: animated("WEBP", [image, Image.new("RGB", image.size)]), id="webp-first-frame"),
+    ],
+)
+def test_a_photo_stored_differently_decodes_to_the_same_pixels(eval_dir: Path, variant) -> None:
+    with Image.open(eval_dir / "base_images/ukbench00120.jpg") as opened:
+        photo = opened.convert("RGB")
+    reference = decode_image(encode(photo, "PNG"), LIMITS).astype(float)
+    assert np.abs(decode_image(variant(photo), LIMITS) - reference).mean() < 4
