@@ -12,19 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PROTO_FILES=(proto/dedup/v1/dedup.proto)
+mapfile -t PROTO_FILES < <(find proto -name '*.proto' | LC_ALL=C sort)
 PY=.venv/bin/python
 TS_PLUGIN=clients/ts/node_modules/.bin/protoc-gen-ts_proto
 GO_MODULE=github.com/dedup/dedup/clients/go
 
-# The generated paths, relative to the output root; `check` compares exactly these.
-GENERATED=(
-  clients/python/dedup/v1/dedup_pb2.py
-  clients/python/dedup/v1/dedup_pb2.pyi
-  clients/python/dedup/v1/dedup_pb2_grpc.py
-  clients/ts/src/gen
-  clients/go/dedupv1
-)
+# The generated trees, relative to the output root; `check` compares them (in Python's, only the
+# generated files: the package __init__.py files are written by hand).
+GENERATED=(clients/python/dedup clients/ts/src/gen clients/go/dedupv1)
 
 generate() {
   local root=$1
@@ -70,7 +65,7 @@ case "${1:-}" in
     generate "$tmp"
     drift=0
     for path in "${GENERATED[@]}"; do
-      diff -ru "$path" "$tmp/$path" || drift=1
+      diff -ru --exclude=__init__.py --exclude=__pycache__ "$path" "$tmp/$path" || drift=1
     done
     if [ "$drift" = 1 ]; then
       echo "generated code drifted from proto/: run make proto and commit the result" >&2
