@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .build import BuildOptions, build
+from .build import CALIBRATION_METHODS, PRECISIONS, BuildOptions, build
 from .errors import ModelBuildError
 from .weights import ENV_RESNET50_WEIGHTS
 
@@ -57,6 +57,23 @@ def _parser() -> argparse.ArgumentParser:
         default=False,
         help="let embedder_onnx_gpu run through ONNX Runtime's TensorRT provider in FP16",
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="int8",
+        help="what the CPU model serves: static INT8 (QDQ, per-channel, calibrated on real photos) or the FP32 "
+        "export (always kept as embedder/1/model_fp32.onnx)",
+    )
+    parser.add_argument(
+        "--calibration-images",
+        type=Path,
+        help="folder of real photos to calibrate INT8 with (default: the photos bundled with scikit-image; never "
+        "the evaluation corpus)",
+    )
+    parser.add_argument(
+        "--calibration-method", choices=CALIBRATION_METHODS, default="Percentile",
+        help="ONNX Runtime calibration method for INT8",
+    )
     parser.add_argument("--benchmark", action="store_true", help="measure ONNX Runtime CPU images/s after export")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -88,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         intra_op_threads=args.intra_op_threads,
         onnx_gpu_tensorrt=args.onnx_gpu_tensorrt,
         benchmark=args.benchmark,
+        precision=args.precision,
+        calibration_images=args.calibration_images,
+        calibration_method=args.calibration_method,
     )
     try:
         build(options)

@@ -57,6 +57,23 @@ class OnnxInfo:
 
 
 @dataclass(frozen=True, kw_only=True)
+class QuantizationReport:
+    """How the INT8 model was made and how far its embeddings are from FP32 on photos it was not calibrated on."""
+
+    method: str
+    """ONNX Runtime calibration method (Percentile, MinMax, ...); QDQ, per-channel INT8 weights, UINT8 activations."""
+    calibration_inputs: int
+    calibration_source: str
+    compared_images: int
+    compared_source: str
+    median_cosine_int8_vs_fp32: float
+    min_cosine_int8_vs_fp32: float
+    fp32_nodes: int
+    """Nodes kept in FP32 on purpose: the input normalisation (head) and pooling + L2 normalisation (tail)."""
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelCard:
     model_id: str
     model_version: str
@@ -75,7 +92,12 @@ class ModelCard:
     versions: dict[str, str]
     recipe_version: int = RECIPE_VERSION
     throughput_images_per_s: dict[str, float] = field(default_factory=dict)
-    """Optional ONNX Runtime CPU benchmark, keyed by batch size ("b1", "b32")."""
+    """Optional ONNX Runtime CPU benchmark of the served file, keyed by batch size ("b1", "b32")."""
+    precision: str = "fp32"
+    """Of the served file ``onnx``: "int8" (static QDQ, the CPU default) or "fp32"."""
+    fp32_onnx: OnnxInfo | None = None
+    """The FP32 export the served file was made from (GPU models and comparisons use it); None on old cards."""
+    quantization: QuantizationReport | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
@@ -85,6 +107,10 @@ class ModelCard:
         fields = dict(data)
         fields["weights"] = WeightsInfo(**fields["weights"])
         fields["onnx"] = OnnxInfo(**fields["onnx"])
+        if fields.get("fp32_onnx") is not None:
+            fields["fp32_onnx"] = OnnxInfo(**fields["fp32_onnx"])
+        if fields.get("quantization") is not None:
+            fields["quantization"] = QuantizationReport(**fields["quantization"])
         fields["verification"] = VerificationReport(**fields["verification"])
         fields["mean"] = tuple(fields["mean"])
         fields["std"] = tuple(fields["std"])

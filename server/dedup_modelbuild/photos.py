@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Final
@@ -53,4 +54,40 @@ def synthetic_photos(count: int = 8, *, seed: int = 0) -> list[Image.Image]:
         period = rng.uniform(8, 40)
         canvas += 25 * np.sin(2 * np.pi * (xx * rng.uniform(-1, 1) + yy * rng.uniform(-1, 1)) / period)[..., None]
         photos.append(Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)))
+    return photos
+
+
+# Real photographs bundled in the scikit-image wheel (model extra), one of each near-identical pair (the
+# motorcycle stereo pair) and no charts or renders. None of them is in the evaluation corpus (server/dedup_eval:
+# shared/eval + Debian wallpapers and OpenCV samples), so INT8 calibration never sees a held-out photo.
+CALIBRATION_PHOTOS: Final = (
+    "astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png",
+    "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png", "motorcycle_left.png", "page.png", "retina.jpg",
+    "rocket.jpg", "text.png",
+)
+
+
+def calibration_photo_dir() -> Path | None:
+    """scikit-image's bundled data folder, found without importing scikit-image (slow); None when not installed."""
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    directory = Path(next(iter(spec.submodule_search_locations))) / "data"
+    return directory if directory.is_dir() else None
+
+
+def load_calibration_photos(directory: Path | None = None) -> list[Image.Image]:
+    """The calibration photos from ``directory`` (every photo in it), else the bundled scikit-image ones."""
+    if directory is not None:
+        return load_photos(directory, limit=1000)
+    bundled = calibration_photo_dir()
+    if bundled is None:
+        return []
+    photos = []
+    for name in CALIBRATION_PHOTOS:
+        try:
+            with Image.open(bundled / name) as image:
+                photos.append(image.convert("RGB"))
+        except OSError as exc:
+            logger.warning("skipping calibration photo %s: %s", bundled / name, exc)
     return photos

@@ -10,6 +10,7 @@ import logging
 import os
 import string
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -55,6 +56,8 @@ class ModelParameters:
     fallback_reason: str
     intra_op_threads: int = 0
     """ONNX Runtime intra-op threads for the CPU model; 0 = one per physical core."""
+    precision: str = "fp32"
+    """What the served file computes in ("int8", "fp32", "fp16"); the model_version differs per precision."""
 
     def __post_init__(self) -> None:
         if self.embedding_dim <= 0:
@@ -79,6 +82,7 @@ def render_text(template: str, parameters: ModelParameters, *, onnx_gpu_tensorrt
         "fallback": "true" if parameters.fallback else "false",
         "fallback_reason": _pbtxt_string(parameters.fallback_reason),
         "intra_op_threads": str(parameters.intra_op_threads),
+        "precision": _pbtxt_string(parameters.precision),
         "onnx_gpu_optimization": _TENSORRT_ACCELERATOR if onnx_gpu_tensorrt else "",
     }
     try:
@@ -109,12 +113,14 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def render_repository(
     repository: Path,
-    parameters: ModelParameters,
+    parameters: ModelParameters | Mapping[str, ModelParameters],
     *,
     onnx_gpu_tensorrt: bool = False,
     models: tuple[str, ...] = MODEL_NAMES,
 ) -> list[Path]:
     """Write ``<repository>/<model>/config.pbtxt`` for every model; return the written paths.
+
+    ``parameters`` is one set for every model, or one per model name (the models serve different precisions).
 
     Unchanged files are not rewritten, so Triton's model-control polling does not see spurious edits.
     """
@@ -123,8 +129,9 @@ def render_repository(
         template_path = repository / name / TEMPLATE_NAME
         if not template_path.is_file():
             raise TemplateError(f"missing template {template_path}")
+        model_parameters = parameters if isinstance(parameters, ModelParameters) else parameters[name]
         text = render_text(
-            template_path.read_text(encoding="utf-8"), parameters, onnx_gpu_tensorrt=onnx_gpu_tensorrt
+            template_path.read_text(encoding="utf-8"), model_parameters, onnx_gpu_tensorrt=onnx_gpu_tensorrt
         )
         config_path = template_path.with_name(CONFIG_NAME)
         if not config_path.is_file() or config_path.read_text(encoding="utf-8") != text:

@@ -6,6 +6,7 @@ builder refuses to ship them (see test_verify_rejects_random_weights).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import importlib.util
@@ -33,7 +34,14 @@ from dedup_modelbuild.errors import (  # noqa: E402
 )
 from dedup_modelbuild.export import export_onnx  # noqa: E402
 from dedup_modelbuild.graph import EmbeddingGraph  # noqa: E402
-from dedup_modelbuild.photos import synthetic_photos  # noqa: E402
+from dedup_modelbuild.photos import load_calibration_photos, synthetic_photos  # noqa: E402
+from dedup_modelbuild.quantize import (  # noqa: E402
+    build_int8,
+    calibration_inputs,
+    compare_precisions,
+    fp32_nodes,
+    quantize_embedder,
+)
 from dedup_modelbuild.render import MODEL_NAMES, ModelParameters, parse_config, render_repository  # noqa: E402
 from dedup_modelbuild.resnet import ResNet50  # noqa: E402
 from dedup_modelbuild.verify import verify_export  # noqa: E402
@@ -51,6 +59,7 @@ PARAMETER_KEYS = {
     "fallback",
     "fallback_reason",
     "intra_op_threads",
+    "precision",
 }
 
 
@@ -292,6 +301,71 @@ def test_unreachable_download_is_unavailable(tmp_path: Path, http_server: str) -
         weights_mod.download(known, tmp_path, timeout_s=5)
 
 
+# --- INT8 quantisation --------------------------------------------------------------------------------
+
+
+def test_int8_keeps_the_interface_and_the_fp32_head_and_tail(tiny_onnx: Path, tmp_path: Path) -> None:
+    import onnx
+
+    int8 = tmp_path / "int8.onnx"
+    calibration = calibration_inputs(synthetic_photos(4), variants=3)
+    kept = quantize_embedder(tiny_onnx, int8, calibration, method="MinMax", batch_size=5)
+
+    model = onnx.load(str(int8))
+    (graph_input,), (graph_output,) = model.graph.input, model.graph.output
+    assert (graph_input.name, graph_input.type.tensor_type.elem_type) == ("images", onnx.TensorProto.UINT8)
+    assert (graph_output.name, graph_output.type.tensor_type.elem_type) == ("embeddings", onnx.TensorProto.FLOAT)
+    assert {p.key: p.value for p in model.metadata_props}["precision"] == "int8"
+    ops = [node.op_type for node in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    # Head (cast + normalisation) and tail (pooling, L2 normalisation) are not quantised.
+    quantized_inputs = {
+        node.input[0] for node in model.graph.node if node.op_type == "QuantizeLinear"
+    }
+    assert "images" not in quantized_inputs and kept >= 4
+    median, minimum, norm_error = compare_precisions(tiny_onnx, int8, random_images(6, seed=3))
+    assert norm_error < 1e-5  # the L2 normalisation still runs in FP32
+    assert minimum > 0.9 and median > 0.95
+
+
+def test_fp32_nodes_are_before_the_first_and_after_the_last_conv(tiny_onnx: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(tiny_onnx))
+    names = fp32_nodes(model)
+    by_name = {node.name: node.op_type for node in model.graph.node}
+    assert "Conv" not in {by_name[n] for n in names}
+    assert {"Cast", "ReduceL2"} <= {by_name[n] for n in names}
+
+
+def test_int8_that_drifts_from_fp32_is_refused_and_not_installed(
+    tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dedup_modelbuild.quantize as quantize_mod
+
+    target = tmp_path / "model.onnx"
+    kwargs = dict(calibration_photos=synthetic_photos(3), calibration_source="synthetic",
+                  compare_photos=synthetic_photos(3, seed=1), compare_source="synthetic", method="MinMax")
+    report = build_int8(tiny_onnx, target, **kwargs)  # type: ignore[arg-type]
+    assert target.is_file() and report.median_cosine_int8_vs_fp32 >= 0.95
+    assert report.min_cosine_int8_vs_fp32 <= report.median_cosine_int8_vs_fp32
+
+    target.unlink()
+    monkeypatch.setattr(quantize_mod, "MIN_MEDIAN_COSINE", 1.01)  # a bar no model can pass
+    with pytest.raises(ExportVerificationError, match="drifts from FP32"):
+        build_int8(tiny_onnx, target, **kwargs)  # type: ignore[arg-type]
+    assert not target.exists() and not list(tmp_path.glob(".staging-*"))
+
+
+def test_calibration_photos_are_real_and_not_from_the_eval_corpus() -> None:
+    photos = load_calibration_photos()
+    if not photos:
+        pytest.skip("scikit-image (model extra) not installed")
+    assert len(photos) >= 12 and all(p.mode == "RGB" for p in photos)
+    inputs = calibration_inputs(photos, variants=2)
+    assert inputs.shape == (2 * len(photos), 224, 224, 3) and inputs.dtype == np.uint8
+
+
 # --- Triton configs ---------------------------------------------------------------------------------
 
 
@@ -460,17 +534,34 @@ def test_build_exports_once_then_skips(tmp_path: Path, no_env: None, monkeypatch
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no cached ResNet-50 from this machine
     repository = copy_templates(tmp_path / "triton_models")
-    options = BuildOptions(repository=repository, download=False)
+    photos = REPO.parent / "shared" / "eval" / "imagededup" / "base_images"
+    if not photos.is_dir() or not load_calibration_photos():
+        pytest.skip("needs ../shared/eval photos and scikit-image's (model extra)")
+    options = BuildOptions(repository=repository, download=False, verify_images=photos)
 
     first = build(options)
     assert first.exported and first.card.fallback
     assert first.card.model_id == "efficientnet_lite0-imagenet" and first.card.embedding_dim == 1280
     onnx_path = repository / "embedder" / "1" / "model.onnx"
     assert first.card.model_version == hashlib.sha256(onnx_path.read_bytes()).hexdigest()[:12]
-    assert (repository / "embedder_onnx_gpu" / "1" / "model.onnx").samefile(onnx_path)
+    fp32_path = repository / "embedder" / "1" / "model_fp32.onnx"
+    assert (repository / "embedder_onnx_gpu" / "1" / "model.onnx").samefile(fp32_path)
+    assert first.card.precision == "int8" and first.card.quantization is not None
+    assert first.card.quantization.median_cosine_int8_vs_fp32 > 0.97
+    assert first.card.fp32_onnx is not None and first.card.fp32_onnx.sha256 != first.card.onnx.sha256
+    configs = {name: parse_config((repository / name / "config.pbtxt").read_text()) for name in MODEL_NAMES}
+    params = {name: {k: v.string_value for k, v in c.parameters.items()} for name, c in configs.items()}
+    assert params["embedder"]["precision"] == "int8"
+    assert params["embedder"]["model_version"] == first.card.model_version
+    assert params["embedder_onnx_gpu"]["model_version"] == first.card.fp32_onnx.sha256[:12]
+    assert params["embedder_trt"]["precision"] == "fp16"
     assert json.loads((repository / "embedder" / "model_card.json").read_text())["weights"]["sha256"] == (
         weights_mod.EFFICIENTNET_LITE0_IMAGENET.sha256
     )
 
     second = build(options)
     assert not second.exported and second.card == first.card
+
+    fp32 = build(dataclasses.replace(options, precision="fp32"))  # no re-export: the FP32 file is served as is
+    assert fp32.card.precision == "fp32" and fp32.card.model_version == first.card.fp32_onnx.sha256[:12]
+    assert onnx_path.samefile(fp32_path) and fp32.card.fp32_onnx == first.card.fp32_onnx
