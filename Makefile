@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/server:$(CURDIR)/clients/python:$(CURDIR)
 RESNET50_WEIGHTS ?= $(DEDUP_RESNET50_WEIGHTS)
 MODEL_STAMP := triton_models/embedder/1/model.onnx
 
-.PHONY: help setup model run test test-unit test-integration eval lint deploy-check proto proto-check clients-setup clients-build clients-examples clean
+.PHONY: help setup model run test test-unit test-integration fuzz eval lint deploy-check proto proto-check clients-setup clients-build clients-examples clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ test-unit: $(STAMP) ## unit tests only (no backends)
 
 test-integration: $(STAMP) $(MODEL_STAMP) ## integration tests only
 	$(PY) -m pytest tests/integration -q
+
+FUZZ_EXAMPLES ?= 5000
+fuzz: $(STAMP) ## fuzz the decoder and request validation longer than make test does (FUZZ_EXAMPLES per property)
+	DEDUP_FUZZ_PROFILE=fuzz DEDUP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/unit/test_fuzz.py -q --hypothesis-show-statistics
 
 EVAL_ARGS ?= $(if $(CALIBRATE),--calibrate) $(if $(DEDUP_TARGET),--target $(DEDUP_TARGET))
 eval: $(STAMP) $(MODEL_STAMP) ## duplicate-decision quality through the gRPC API (CALIBRATE=1 also sets the default threshold)
