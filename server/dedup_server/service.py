@@ -26,7 +26,7 @@ from .config import ServerConfig
 from .deadline import Deadline, backend_deadline, retry_async, retry_sync
 from .decode import DecodeLimits, decode_image
 from .embedder import Embedder, ModelInfo
-from .errors import DedupError, InvalidRequest, StreamTooLong
+from .errors import BackendUnavailable, DedupError, InvalidRequest, StreamTooLong
 from .index import CollectionStats, Hit, IndexDescription, MilvusIndex, StoredImage
 from .stream import map_unordered
 from .thresholds import Calibration, calibrated_threshold
@@ -146,9 +146,14 @@ class DedupService:
         if deadline is None:
             return await self._embedder.model_info()
         return await retry_async(
-            lambda _timeout_s: self._embedder.model_info(),  # its own short timeout bounds each try
-            deadline, cap_s=self._config.triton_timeout_s, what="Triton model config",
+            self._model_info, deadline, cap_s=self._config.triton_timeout_s, what="Triton model config"
         )
+
+    async def _model_info(self, timeout_s: float) -> ModelInfo:
+        try:
+            return await asyncio.wait_for(self._embedder.model_info(), timeout_s)
+        except TimeoutError as exc:
+            raise BackendUnavailable(f"Triton did not send the model config within {timeout_s:.1f} s") from exc
 
     async def calibration(self, deadline: Deadline | None = None) -> Calibration:
         return calibrated_threshold((await self.model(deadline)).name, self._config.threshold)
