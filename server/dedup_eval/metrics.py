@@ -3,6 +3,9 @@
 A query is a positive when it is a copy of an indexed photo. A decision is a true positive only when it says
 "duplicate" AND its best match is the right photo; a duplicate answer naming the wrong photo counts as a false
 positive (and the copy as missed). Any duplicate answer to a distractor is a false alarm (a false positive).
+
+Match precision is stricter: every match listed in an answer (not only the best) must be the right photo. It is
+what FindDuplicateGroups depends on, since one wrong pair merges two groups.
 """
 
 from __future__ import annotations
@@ -14,9 +17,8 @@ import numpy as np
 
 from .runner import QueryResult
 
-# A decision for one query: (said duplicate, best match id).
-Decision = tuple[bool, str | None]
-Decide = Callable[[QueryResult], Decision]
+# A decision for one query: the ids it matched, best first (empty: not a duplicate).
+Decide = Callable[[QueryResult], Sequence[str]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +31,9 @@ class Quality:
     false_positives: int
     wrong_matches: int  # copies matched to the wrong photo
     false_alarms: int  # distractor queries that matched anything
+    wrong_listed_matches: int  # matches listed anywhere in an answer that are not the photo copied
     precision: float
+    match_precision: float
     recall: float
     f1: float
     recall_by_transform: dict[str, float]
@@ -44,27 +48,27 @@ class Quality:
 def at_threshold(threshold: float) -> Decide:
     """Decide from the raw similarities, as the server would at ``threshold``."""
 
-    def decide(result: QueryResult) -> Decision:
-        best = result.best
-        if best is None or best.similarity < threshold:
-            return False, None
-        return True, best.id
+    def decide(result: QueryResult) -> Sequence[str]:
+        return [c.id for c in result.candidates if c.similarity >= threshold]
 
     return decide
 
 
-def server_decision(result: QueryResult) -> Decision:
-    return result.decided_duplicate, result.decided_match
+def server_decision(result: QueryResult) -> Sequence[str]:
+    return result.decided
 
 
 def quality(results: Sequence[QueryResult], decide: Decide, *, threshold: float | None = None) -> Quality:
-    tp = fp = wrong = alarms = 0
+    tp = fp = wrong = alarms = listed = listed_wrong = 0
     missed: list[str] = []
     fp_ids: list[str] = []
     found: dict[str, list[bool]] = {}
     alarms_by: dict[str, int] = {}
     for result in results:
-        duplicate, match = decide(result)
+        matched = decide(result)
+        duplicate, match = bool(matched), (matched[0] if matched else None)
+        listed += len(matched)
+        listed_wrong += sum(1 for m in matched if m != result.expected)
         if result.expected is None:
             alarms_by.setdefault(result.transform, 0)
             if duplicate:
@@ -90,7 +94,8 @@ def quality(results: Sequence[QueryResult], decide: Decide, *, threshold: float 
     return Quality(
         threshold=threshold, queries=len(results), positives=positives,
         distractor_queries=len(results) - positives, true_positives=tp, false_positives=fp, wrong_matches=wrong,
-        false_alarms=alarms, precision=precision, recall=recall, f1=f1,
+        false_alarms=alarms, wrong_listed_matches=listed_wrong, precision=precision,
+        match_precision=(listed - listed_wrong) / listed if listed else 1.0, recall=recall, f1=f1,
         recall_by_transform={name: sum(hits) / len(hits) for name, hits in found.items()},
         false_alarms_by_transform=alarms_by, missed=missed, false_positive_ids=fp_ids,
     )
@@ -110,15 +115,16 @@ def sweep_grid() -> np.ndarray:
 
 
 def choose_threshold(results: Sequence[QueryResult], *, min_precision: float) -> float:
-    """The threshold with the best recall among those reaching ``min_precision`` (best F1 when none does),
+    """The threshold with the best recall among those reaching ``min_precision`` in both precisions (best F1
+    when none does),
     taken in the middle of the range of thresholds that give that same best result: the widest margin on
     both sides."""
     grid = sweep_grid()
     scores = []
     for t in grid:
         q = quality(results, at_threshold(float(t)))
-        meets = q.precision >= min_precision
-        scores.append((meets, q.recall if meets else q.f1, q.precision))
+        meets = min(q.precision, q.match_precision) >= min_precision
+        scores.append((meets, q.recall if meets else q.f1, q.match_precision))
     best = max(scores)
     plateau = [i for i, score in enumerate(scores) if score == best]
     # The longest contiguous run of best grid points; its centre.

@@ -27,11 +27,9 @@ def run_split(split: Split) -> Sequence[QueryResult]:
     for query in split.queries():
         query_hash = _hash(query.image)
         ranked = sorted(((query_hash - h, photo_id) for photo_id, h in indexed))[:5]
-        best_distance, best_id = ranked[0]
-        duplicate = best_distance <= MAX_DISTANCE
         results.append(QueryResult(
             id=query.id, transform=query.transform, expected=query.expected,
             candidates=[Candidate(photo_id, 1 - distance / 64) for distance, photo_id in ranked],
-            decided_duplicate=duplicate, decided_match=best_id if duplicate else None,
+            decided=[photo_id for distance, photo_id in ranked if distance <= MAX_DISTANCE],
         ))
     return results

@@ -26,11 +26,13 @@ def table(rows: Mapping[str, Quality]) -> str:
 
     line("threshold", [f"{q.threshold:.4f}" if q.threshold is not None else "-" for q in rows.values()])
     line("precision", [f"{q.precision:.4f}" for q in rows.values()])
+    line("match precision", [f"{q.match_precision:.4f}" for q in rows.values()])
     line("recall", [f"{q.recall:.4f}" for q in rows.values()])
     line("F1", [f"{q.f1:.4f}" for q in rows.values()])
     line("copies / distractors", [f"{q.positives}/{q.distractor_queries}" for q in rows.values()])
     line("false alarms", [str(q.false_alarms) for q in rows.values()])
-    line("wrong matches", [str(q.wrong_matches) for q in rows.values()])
+    line("wrong best matches", [str(q.wrong_matches) for q in rows.values()])
+    line("wrong listed matches", [str(q.wrong_listed_matches) for q in rows.values()])
     lines.append("recall per transform:")
     for transform in transforms:
         line(f"  {transform}", [f"{q.recall_by_transform.get(transform, float('nan')):.3f}" for q in rows.values()])

@@ -37,8 +37,7 @@ class QueryResult:
     transform: str
     expected: str | None
     candidates: Sequence[Candidate]  # raw: best first, similarity >= RAW_THRESHOLD
-    decided_duplicate: bool  # the server's own decision at its default threshold
-    decided_match: str | None  # its best match then
+    decided: Sequence[str]  # the server's own matches at its default threshold, best first
 
     @property
     def best(self) -> Candidate | None:
@@ -74,8 +73,7 @@ def run_split(client: DedupClient, split: Split, *, concurrency: int = 8) -> Spl
         return QueryResult(
             id=query.id, transform=query.transform, expected=query.expected,
             candidates=[Candidate(m.id, m.similarity) for m in raw.matches],
-            decided_duplicate=decided.is_duplicate,
-            decided_match=decided.matches[0].id if decided.matches else None,
+            decided=[m.id for m in decided.matches],
         )
 
     try:

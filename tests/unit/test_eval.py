@@ -76,11 +76,9 @@ def test_split_queries_cover_every_transform_and_distractor_edit() -> None:
 
 def _result(query_id: str, expected: str | None, *candidates: tuple[str, float]) -> QueryResult:
     transform = query_id.split("/")[1]
-    best = candidates[0] if candidates else None
     return QueryResult(id=query_id, transform=transform, expected=expected,
                        candidates=[Candidate(i, s) for i, s in candidates],
-                       decided_duplicate=best is not None and best[1] >= 0.5,
-                       decided_match=best[0] if best is not None and best[1] >= 0.5 else None)
+                       decided=[i for i, s in candidates if s >= 0.5])
 
 
 RESULTS = [
@@ -97,7 +95,9 @@ def test_quality_counts_wrong_matches_and_false_alarms() -> None:
     q = quality(RESULTS, at_threshold(0.5), threshold=0.5)
     assert (q.positives, q.distractor_queries) == (4, 2)
     assert (q.true_positives, q.false_positives, q.wrong_matches, q.false_alarms) == (2, 2, 1, 1)
+    assert q.wrong_listed_matches == 2  # a's listing for b/crop and y's
     assert q.precision == pytest.approx(0.5)
+    assert q.match_precision == pytest.approx(3 / 5)
     assert q.recall == pytest.approx(0.5)
     assert q.recall_by_transform == {"gray": 0.5, "crop": 0.5}
     assert q.false_alarms_by_transform == {"original": 1}
