@@ -1,8 +1,10 @@
 """A generic asyncio micro-batcher: many awaiting callers, one batched call.
 
 Callers `submit()` a payload and await its result. A collector task takes jobs off a *bounded*
-queue and releases a batch when it holds `max_batch_size` jobs or when the oldest job has waited
-`max_delay_ms`. At most `max_in_flight` batches run at once. Errors reach every job of the batch
+queue and releases a batch at once when no batch is in flight (an idle backend should not wait for
+company: latency at low load is one call), else when it holds `max_batch_size` jobs or when the
+oldest job has waited `max_delay_ms`. At most `max_in_flight` batches run at once; jobs that arrive
+while a batch waits for a slot join it. Errors reach every job of the batch
 through its future. The batcher knows nothing about images, models or indexes.
 
 A batch runs in the context (contextvars) of its oldest job, as if that caller had made the call:
@@ -117,13 +119,11 @@ class MicroBatcher(Generic[P, R]):
         while True:
             first = await self._queue.get()
             batch = [first]
+            self._take_queued(batch)
             deadline = first.enqueued_at + max_delay
-            while len(batch) < self._config.max_batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
+            # Nothing in flight: the backend is idle, so waiting for company would only add latency (a lone
+            # request goes at once). While batches run, jobs wait up to max_delay to ride together.
+            while self._running and len(batch) < self._config.max_batch_size:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -131,12 +131,23 @@ class MicroBatcher(Generic[P, R]):
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
-            # Waiting here (not before collecting) lets the next batch fill while one runs.
+                self._take_queued(batch)
+            # Waiting here (not before collecting) lets the next batch fill while one runs; what arrived while
+            # waiting for a slot rides along.
             await self._in_flight.acquire()
+            self._take_queued(batch)
             # Context.run: create_task copies the current context (its context= argument needs Python 3.11).
             task = first.context.run(asyncio.create_task, self._run(batch), name=f"batch-{self._name}")
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+
+    def _take_queued(self, batch: list[_Job[P, R]]) -> None:
+        """Move jobs already queued into ``batch``, up to max_batch_size, without waiting."""
+        while len(batch) < self._config.max_batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                return
 
     async def _run(self, batch: list[_Job[P, R]]) -> None:
         try:

@@ -45,6 +45,33 @@ async def test_lone_job_is_released_after_max_delay() -> None:
     await batcher.close()
 
 
+async def test_lone_job_on_an_idle_batcher_goes_at_once() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder, BatchConfig(max_batch_size=32, max_delay_ms=10_000, max_queue=64), name="t")
+    batcher.start()
+    assert await asyncio.wait_for(batcher.submit(7), timeout=1) == 70  # not after the 10 s delay
+    await batcher.close()
+
+
+async def test_jobs_arriving_while_a_batch_runs_ride_together() -> None:
+    gate = asyncio.Event()
+    recorder = Recorder(gate=gate)
+    config = BatchConfig(max_batch_size=8, max_delay_ms=50, max_queue=64, max_in_flight=1)
+    batcher = MicroBatcher(recorder, config, name="t")
+    batcher.start()
+    first = asyncio.create_task(batcher.submit(0))
+    while not recorder.batches:
+        await asyncio.sleep(0.001)
+    later = []
+    for i in range(1, 6):  # one by one, while the first batch is held
+        later.append(asyncio.create_task(batcher.submit(i)))
+        await asyncio.sleep(0.002)
+    gate.set()
+    assert await asyncio.gather(first, *later) == [0, 10, 20, 30, 40, 50]
+    await batcher.close()
+    assert [len(b) for b in recorder.batches] == [1, 5]
+
+
 async def test_errors_reach_every_job_of_the_batch() -> None:
     batcher = MicroBatcher(Recorder(fail=True), BatchConfig(max_batch_size=4, max_delay_ms=20, max_queue=8), name="t")
     batcher.start()

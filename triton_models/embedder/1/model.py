@@ -46,6 +46,11 @@ class TritonPythonModel:
         # 0 lets ONNX Runtime use one thread per physical core.
         options.intra_op_num_threads = int(_parameter(model_config, "intra_op_threads", "0"))
         options.inter_op_num_threads = 1
+        # No busy-waiting between and inside runs: on a host shared with the front's decoders and Milvus, spinning
+        # threads burn the cores those need (measured on 2 busy cores: 16.4 -> 12.9 CPU-ms per image, +25 % img/s).
+        spinning = _parameter(model_config, "ort_allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         model_path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
@@ -66,7 +71,7 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(
             f"embedder: {_parameter(model_config, 'model_id', '?')} version "
             f"{_parameter(model_config, 'model_version', '?')}, {self.embedding_dim}-d, "
-            f"intra_op_threads={options.intra_op_num_threads}"
+            f"intra_op_threads={options.intra_op_num_threads}, allow_spinning={spinning}"
         )
 
     def _check(self, images):
