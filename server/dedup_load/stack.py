@@ -52,6 +52,8 @@ class KillableStack:
             install_dir=REPO_DIR / ".dedup-data" / "milvus-install",  # unpacked once per checkout
             ports=MilvusPorts.pick_free(),
             startup_timeout_s=startup_timeout_s,
+            # With data loaded it ignores SIGTERM; what it acknowledged survives the SIGKILL that follows.
+            stop_grace_s=2.0,
         )
         grpc_port, http_port, metrics_port, self.front_port = pick_free_ports(4)
         self.triton_config = TritonConfig(

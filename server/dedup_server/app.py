@@ -110,6 +110,7 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
     finally:
         logger.info("shutting down (grace %.0f s)", config.shutdown_grace_s)
         await monitor.stop()  # NOT_SERVING first, so balancers stop sending
+        service.drain()  # open streams answer what they read, then end UNAVAILABLE (send the rest again)
         await server.stop(config.shutdown_grace_s)
         await service.close()
         for batcher in (service.embed_batcher, service.write_batcher):

@@ -132,10 +132,15 @@ class DedupService:
         self.write_batcher: MicroBatcher[_WriteJob, _WriteResult | DedupError] = MicroBatcher(
             self._write_batch, config.write_batch, name="write"
         )
+        self._draining = False
 
     def start(self) -> None:
         self.embed_batcher.start()
         self.write_batcher.start()
+
+    def drain(self) -> None:
+        """Shutting down: streams read no new item; they finish and answer what they read, then end UNAVAILABLE."""
+        self._draining = True
 
     async def close(self) -> None:
         await self.embed_batcher.close()
@@ -209,12 +214,27 @@ class DedupService:
         At most `max_stream_items` items are read: every one of them is answered, then StreamTooLong
         ends the stream, so the client knows exactly which items to send again on a new stream.
         """
-        limited = _AtMost(items, self._limits.max_stream_items)
+        unread: list[IndexItem] = []  # the first item a drain left unread
+        limited = _AtMost(self._until_drained(items, unread), self._limits.max_stream_items)
         index_item = functools.partial(self.index_item, caller=Deadline.from_time_remaining(time_remaining))
         async for outcome in map_unordered(limited.items(), index_item, window=self._limits.stream_window):
             yield outcome
         if limited.first_unread is not None:
             raise StreamTooLong(self._limits.max_stream_items, limited.first_unread.id)
+        if unread:
+            raise BackendUnavailable(
+                f"the server is shutting down: every item before {unread[0].id!r} was answered; "
+                "it and the items after it were not read: send them again"
+            )
+
+    async def _until_drained(
+        self, items: AsyncIterator[IndexItem], unread: list[IndexItem]
+    ) -> AsyncIterator[IndexItem]:
+        async for item in items:
+            if self._draining:
+                unread.append(item)
+                return
+            yield item
 
     async def index_item(self, item: IndexItem, caller: Deadline | None = None) -> ItemOutcome:
         """Index one item; never raises: every failure becomes an INVALID or FAILED outcome.
