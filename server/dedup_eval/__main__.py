@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             model=model.name, model_version=model.version, threshold=chosen,
             dataset=(f"dedup-eval-v1 test split: {runs['test'].indexed} indexed photos x 15 transforms, "
                      f"{measured.distractor_queries} distractor queries; threshold chosen on the calibration split"),
-            precision=measured.precision, recall=measured.recall, f1=measured.f1, queries=measured.positives,
+            precision=measured.precision, recall=measured.recall, f1=measured.f1,
+            match_precision=measured.match_precision, queries=measured.positives,
             distractor_queries=measured.distractor_queries, false_alarms=measured.false_alarms,
             measured_at=f"{datetime.date.today().isoformat()}, make eval CALIBRATE=1",
         ))

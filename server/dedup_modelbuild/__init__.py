@@ -9,6 +9,6 @@ export; the serving path never imports anything from here.
 
 # Bump when the exported graph changes for the same weights (preprocessing, normalisation, opset):
 # the model card records it, so an unchanged card no longer matches and `make model` re-exports.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: the backbone sees luminance, not colour
 
 __all__ = ["RECIPE_VERSION"]

@@ -194,7 +194,10 @@ def _export(options: BuildOptions, chosen: ChosenWeights, onnx_path: Path) -> Mo
             input=f"{INPUT_NAME}: UINT8 [N, 224, 224, 3] RGB",
             output=f"{OUTPUT_NAME}: FP32 [N, {architecture.embedding_dim}] L2-normalised",
         ),
-        preprocessing="client: RGB, direct resize to 224x224 (no crop), uint8 NHWC; graph: (x/255 - mean)/std",
+        preprocessing=(
+            "client: RGB, direct resize to 224x224 (no crop), uint8 NHWC; "
+            "graph: luminance (BT.601) to 3 channels, (x/255 - mean)/std"
+        ),
         mean=architecture.mean,
         std=architecture.std,
         verification=report,

@@ -134,7 +134,7 @@ def _calibration(record: CalibrationRecord | None) -> dedup_pb2.ThresholdCalibra
     return dedup_pb2.ThresholdCalibration(
         model=record.model, threshold=record.threshold, dataset=record.dataset, precision=record.precision,
         recall=record.recall, f1=record.f1, queries=record.queries, distractor_queries=record.distractor_queries,
-        false_alarms=record.false_alarms, measured_at=record.measured_at,
+        false_alarms=record.false_alarms, measured_at=record.measured_at, match_precision=record.match_precision,
     )
 
 

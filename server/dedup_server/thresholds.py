@@ -28,6 +28,7 @@ class CalibrationRecord:
     precision: float
     recall: float
     f1: float
+    match_precision: float
     queries: int
     distractor_queries: int
     false_alarms: int
@@ -43,10 +44,6 @@ class Calibration:
 
 # Models with no measurement yet. ResNet-50 weights are not available offline, so it was never evaluated.
 _PROVISIONAL: Final[dict[str, Calibration]] = {
-    "efficientnet_lite0-imagenet": Calibration(
-        threshold=0.55,
-        source="provisional: gap between same-photo min 0.605 and different-photo max 0.488 on 10 UKBench photos",
-    ),
     "resnet50-imagenet1k_v1": Calibration(
         threshold=0.85,
         source="provisional: not yet measured on this model (no weights offline); run make eval CALIBRATE=1",

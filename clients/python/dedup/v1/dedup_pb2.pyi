@@ -218,7 +218,7 @@ class GetStatsResponse(_message.Message):
     def __init__(self, collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., index: _Optional[_Union[IndexInfo, _Mapping]] = ..., default_threshold: _Optional[float] = ..., default_top_k: _Optional[int] = ..., threshold_source: _Optional[str] = ..., calibration: _Optional[_Union[ThresholdCalibration, _Mapping]] = ...) -> None: ...
 
 class ThresholdCalibration(_message.Message):
-    __slots__ = ("model", "threshold", "dataset", "precision", "recall", "f1", "queries", "distractor_queries", "false_alarms", "measured_at")
+    __slots__ = ("model", "threshold", "dataset", "precision", "recall", "f1", "queries", "distractor_queries", "false_alarms", "measured_at", "match_precision")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +229,7 @@ class ThresholdCalibration(_message.Message):
     DISTRACTOR_QUERIES_FIELD_NUMBER: _ClassVar[int]
     FALSE_ALARMS_FIELD_NUMBER: _ClassVar[int]
     MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    MATCH_PRECISION_FIELD_NUMBER: _ClassVar[int]
     model: str
     threshold: float
     dataset: str
@@ -239,7 +240,8 @@ class ThresholdCalibration(_message.Message):
     distractor_queries: int
     false_alarms: int
     measured_at: str
-    def __init__(self, model: _Optional[str] = ..., threshold: _Optional[float] = ..., dataset: _Optional[str] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ..., queries: _Optional[int] = ..., distractor_queries: _Optional[int] = ..., false_alarms: _Optional[int] = ..., measured_at: _Optional[str] = ...) -> None: ...
+    match_precision: float
+    def __init__(self, model: _Optional[str] = ..., threshold: _Optional[float] = ..., dataset: _Optional[str] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ..., queries: _Optional[int] = ..., distractor_queries: _Optional[int] = ..., false_alarms: _Optional[int] = ..., measured_at: _Optional[str] = ..., match_precision: _Optional[float] = ...) -> None: ...
 
 class FindDuplicateGroupsRequest(_message.Message):
     __slots__ = ("collection", "threshold", "flip_policy", "top_k")

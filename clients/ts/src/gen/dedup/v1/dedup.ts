@@ -299,6 +299,8 @@ export interface ThresholdCalibration {
   falseAlarms: number;
   /** date and how (command) */
   measuredAt: string;
+  /** of every match listed in answers (not only the best), the share that is right */
+  matchPrecision: number;
 }
 
 export interface FindDuplicateGroupsRequest {
@@ -2524,6 +2526,7 @@ function createBaseThresholdCalibration(): ThresholdCalibration {
     distractorQueries: 0,
     falseAlarms: 0,
     measuredAt: "",
+    matchPrecision: 0,
   };
 }
 
@@ -2558,6 +2561,9 @@ export const ThresholdCalibration: MessageFns<ThresholdCalibration> = {
     }
     if (message.measuredAt !== "") {
       writer.uint32(82).string(message.measuredAt);
+    }
+    if (message.matchPrecision !== 0) {
+      writer.uint32(93).float(message.matchPrecision);
     }
     return writer;
   },
@@ -2655,6 +2661,14 @@ export const ThresholdCalibration: MessageFns<ThresholdCalibration> = {
             message.measuredAt = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 93) {
+              break;
+            }
+
+            message.matchPrecision = reader.float();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2691,6 +2705,11 @@ export const ThresholdCalibration: MessageFns<ThresholdCalibration> = {
         : isSet(object.measured_at)
         ? globalThis.String(object.measured_at)
         : "",
+      matchPrecision: isSet(object.matchPrecision)
+        ? globalThis.Number(object.matchPrecision)
+        : isSet(object.match_precision)
+        ? globalThis.Number(object.match_precision)
+        : 0,
     };
   },
 
@@ -2726,6 +2745,9 @@ export const ThresholdCalibration: MessageFns<ThresholdCalibration> = {
     if (message.measuredAt !== "") {
       obj.measuredAt = message.measuredAt;
     }
+    if (message.matchPrecision !== 0) {
+      obj.matchPrecision = floatToJson(message.matchPrecision);
+    }
     return obj;
   },
 
@@ -2744,6 +2766,7 @@ export const ThresholdCalibration: MessageFns<ThresholdCalibration> = {
     message.distractorQueries = object.distractorQueries ?? 0;
     message.falseAlarms = object.falseAlarms ?? 0;
     message.measuredAt = object.measuredAt ?? "";
+    message.matchPrecision = object.matchPrecision ?? 0;
     return message;
   },
 };
