@@ -47,6 +47,9 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         model=config.triton_model,
         timeout_s=config.triton_timeout_s,
         max_message_bytes=config.limits.max_message_bytes,
+        shared_memory=config.triton_shared_memory,
+        max_batch=config.embed_batch.max_batch_size,
+        shared_memory_regions=config.embed_batch.max_in_flight + 1,
     )
     index = await asyncio.to_thread(
         MilvusIndex, uri=config.milvus_uri, token=config.milvus_token, prefix=config.collection_prefix,

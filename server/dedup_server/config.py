@@ -192,6 +192,9 @@ class ServerConfig:
     triton_url: str = "127.0.0.1:8001"
     triton_model: str = "embedder"
     triton_timeout_s: float = 60.0  # the longest one inference call may take (less when the deadline is nearer)
+    # Tensors through Triton system shared memory: "auto" when Triton is on this host (falls back to the wire),
+    # "on" (required: an error when it cannot be set up), "off" (always gRPC).
+    triton_shared_memory: str = "auto"
     milvus_uri: str = "http://127.0.0.1:19530"
     milvus_timeout_s: float = 30.0  # the longest one Milvus call may take (less when the deadline is nearer)
     # How long a request or stream item waits for a backend that is down or restarting (retrying with backoff)
@@ -222,6 +225,8 @@ class ServerConfig:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"DEDUP_{name.upper()} must be > 0 seconds, got {getattr(self, name)}")
         self._check_exposure()
+        if self.triton_shared_memory not in ("auto", "on", "off"):
+            raise ConfigError(f"DEDUP_TRITON_SHM must be auto, on or off, got {self.triton_shared_memory!r}")
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"DEDUP_METRICS_PORT must be 0..65535 or off, got {self.metrics_port}")
         if not (self.threshold == 0 or 0 < self.threshold <= 1) or math.isnan(self.threshold):
@@ -291,6 +296,7 @@ class ServerConfig:
             triton_url=reader.text("TRITON_URL", defaults.triton_url),
             triton_model=reader.text("TRITON_MODEL", defaults.triton_model),
             triton_timeout_s=reader.number("TRITON_TIMEOUT_S", defaults.triton_timeout_s),
+            triton_shared_memory=reader.text("TRITON_SHM", defaults.triton_shared_memory).lower(),
             milvus_uri=reader.text("MILVUS_URI", defaults.milvus_uri),
             milvus_timeout_s=reader.number("MILVUS_TIMEOUT_S", defaults.milvus_timeout_s),
             backend_wait_s=reader.number("BACKEND_WAIT_S", defaults.backend_wait_s),

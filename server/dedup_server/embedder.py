@@ -1,12 +1,14 @@
 """Embeddings from Triton: uint8 NHWC images in, unit-length float32 vectors out.
 
 The model graph normalises pixels and L2-normalises its output, so this module only moves
-tensors. Who the model is (name, version, dimension, fallback) is read from the model's own
+tensors: through Triton system shared memory when Triton runs on this host (triton_shm.py), else
+over gRPC. Who the model is (name, version, dimension, fallback) is read from the model's own
 config parameters on Triton, so a front never disagrees with the model it is served by.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -19,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from . import metrics
 from .errors import BackendError, BackendUnavailable, InvalidRequest
+from .triton_shm import SharedMemoryPool, wants_shared_memory
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ class ModelInfo:
     input_size: int
     fallback: bool
     warning: str
+    precision: str = "fp32"
+    """What the served model computes in ("int8" on CPU, "fp16"/"fp32" on GPU); its version differs per precision."""
 
     @property
     def label(self) -> str:
@@ -59,10 +64,29 @@ class Embedder(Protocol):
 
 
 class TritonEmbedder:
-    def __init__(self, *, url: str, model: str, timeout_s: float, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        model: str,
+        timeout_s: float,
+        max_message_bytes: int,
+        shared_memory: str = "off",
+        max_batch: int = 32,
+        shared_memory_regions: int = 3,
+    ) -> None:
+        """``shared_memory`` "auto" (a local Triton), "on" (required) or "off"; regions hold ``max_batch`` images
+        each, one per batch in flight (the embed batcher's max_in_flight + 1 is plenty)."""
         self._url = url
         self._model = model
         self._timeout_s = timeout_s
+        self._shm_mode = shared_memory
+        self._shm_wanted = wants_shared_memory(shared_memory, url)
+        self._shm_max_batch = max_batch
+        self._shm_regions = shared_memory_regions
+        self._shm_pool: SharedMemoryPool | None = None
+        self._shm_lock = asyncio.Lock()
+        self._shm_failed = False  # "auto" after a failed registration: the wire from then on
         self._client = triton_aio.InferenceServerClient(
             url,
             channel_args=[
@@ -77,7 +101,15 @@ class TritonEmbedder:
         )
         self._info: ModelInfo | None = None
 
+    @property
+    def transport(self) -> str:
+        """"shared-memory" while regions are registered with Triton, else "wire"."""
+        return "shared-memory" if self._shm_pool is not None else "wire"
+
     async def close(self) -> None:
+        pool, self._shm_pool = self._shm_pool, None
+        if pool is not None:
+            await pool.close(self._client)
         await self._client.close()
 
     async def is_ready(self) -> bool:
@@ -90,8 +122,14 @@ class TritonEmbedder:
             return False
 
     def forget_model_info(self) -> None:
-        """Read the model's identity again on next use (Triton went away and may come back with another)."""
+        """Read the model's identity again on next use (Triton went away and may come back with another).
+
+        A restarted Triton has forgotten our shared-memory registrations too: they are made again on next use.
+        """
         self._info = None
+        pool, self._shm_pool = self._shm_pool, None
+        if pool is not None:
+            asyncio.get_running_loop().create_task(pool.close(None))
 
     async def model_info(self) -> ModelInfo:
         if self._info is None:
@@ -104,28 +142,74 @@ class TritonEmbedder:
         `timeout_s` (default: the configured one) bounds the inference call; a timeout is BackendUnavailable.
         """
         info = await self.model_info()
-        batch = np.stack(images)
         expected = (info.input_size, info.input_size, 3)
-        if batch.dtype != np.uint8 or batch.shape[1:] != expected:
-            raise InvalidRequest(f"model input must be uint8 {expected}, got {batch.dtype} {batch.shape[1:]}")
+        for image in images:
+            if image.dtype != np.uint8 or image.shape != expected:
+                raise InvalidRequest(f"model input must be uint8 {expected}, got {image.dtype} {image.shape}")
+        timeout = self._timeout_s if timeout_s is None else timeout_s
+        pool = await self._shared_memory(info)
+        embeddings: np.ndarray | None = None
+        if pool is not None and 0 < len(images) <= pool.max_batch:
+            try:
+                embeddings = await self._infer_shared_memory(pool, images, timeout)
+            except InferenceServerException as exc:
+                if "shared memory" not in (exc.message() or "").lower():
+                    raise _backend_error("inference", exc) from exc
+                # Triton lost the registration (restarted between health checks): register again next time.
+                logger.warning("Triton shared memory failed (%s): this batch goes over the wire", exc.message())
+                self.forget_model_info()
+        if embeddings is None:
+            embeddings = await self._infer_wire(images, timeout)
+        if embeddings.shape != (len(images), info.embedding_dim):
+            raise BackendError(f"Triton returned embeddings of shape {embeddings.shape} for {len(images)} images")
+        return embeddings.astype(np.float32, copy=False)
+
+    async def _infer_wire(self, images: Sequence[np.ndarray], timeout: float) -> np.ndarray:
+        batch = np.stack(images)
         request = InferInput(INPUT_NAME, list(batch.shape), "UINT8")
         request.set_data_from_numpy(batch)
         try:
             # Traced by the contrib aio client interceptor (telemetry.py), timed here.
             with metrics.TRITON_INFER_SECONDS.time():
                 result = await self._client.infer(
-                    self._model,
-                    inputs=[request],
-                    outputs=[InferRequestedOutput(OUTPUT_NAME)],
-                    client_timeout=self._timeout_s if timeout_s is None else timeout_s,
+                    self._model, inputs=[request], outputs=[InferRequestedOutput(OUTPUT_NAME)],
+                    client_timeout=timeout,
                 )
         except InferenceServerException as exc:
             raise _backend_error("inference", exc) from exc
         embeddings = result.as_numpy(OUTPUT_NAME)
-        if embeddings is None or embeddings.shape != (len(images), info.embedding_dim):
-            shape = None if embeddings is None else embeddings.shape
-            raise BackendError(f"Triton returned embeddings of shape {shape} for {len(images)} images")
-        return embeddings.astype(np.float32, copy=False)
+        if embeddings is None:
+            raise BackendError(f"Triton returned no {OUTPUT_NAME!r} for {len(images)} images")
+        return embeddings
+
+    async def _infer_shared_memory(
+        self, pool: SharedMemoryPool, images: Sequence[np.ndarray], timeout: float
+    ) -> np.ndarray:
+        async with pool.request(images) as (inputs, outputs, region):
+            with metrics.TRITON_INFER_SECONDS.time():
+                await self._client.infer(self._model, inputs=inputs, outputs=outputs, client_timeout=timeout)
+            return pool.embeddings(region, len(images))
+
+    async def _shared_memory(self, info: ModelInfo) -> SharedMemoryPool | None:
+        """The registered pool, registering it on first use; None means the wire."""
+        if self._shm_pool is not None or not self._shm_wanted or self._shm_failed:
+            return self._shm_pool
+        async with self._shm_lock:
+            if self._shm_pool is None and not self._shm_failed:
+                try:
+                    self._shm_pool = await SharedMemoryPool.register(
+                        self._client,
+                        count=self._shm_regions,
+                        max_batch=self._shm_max_batch,
+                        image_shape=(info.input_size, info.input_size, 3),
+                        embedding_dim=info.embedding_dim,
+                    )
+                except Exception as exc:
+                    if self._shm_mode == "on":
+                        raise BackendError(f"Triton system shared memory (DEDUP_TRITON_SHM=on) failed: {exc}") from exc
+                    logger.warning("Triton system shared memory unavailable (%s): tensors go over the wire", exc)
+                    self._shm_failed = True
+        return self._shm_pool
 
     async def _fetch_model_info(self) -> ModelInfo:
         try:
@@ -151,6 +235,7 @@ class TritonEmbedder:
             input_size=int(dims[0]),
             fallback=fallback,
             warning=params.get("fallback_reason", "") if fallback else "",
+            precision=params.get("precision", "fp32"),
         )
 
 
