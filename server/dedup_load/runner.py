@@ -1,0 +1,180 @@
+"""Concurrent clients on the real gRPC API (grpc.aio): a mix of CheckDuplicate and IndexStream, for a while.
+
+Each client has its own channel (its own connection, like a separate caller) and loops until the time is up:
+a CheckDuplicate of a random photo or transformed copy, or an IndexStream of a few of them under new ids.
+Every call is timed and its status code counted; ids the server acknowledged (INDEXED) are kept, so that
+`make chaos` can check afterwards that Milvus holds every one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import random
+import time
+from pathlib import Path
+
+import grpc
+from dedup.v1 import dedup_pb2, dedup_pb2_grpc
+from tqdm import tqdm
+
+from .report import OK, LoadReport, RpcStats
+from .workload import Workload
+
+CHECK, STREAM = "CheckDuplicate", "IndexStream"
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# After an error a client waits a little, as a real one would, instead of spinning on a refusing server.
+_PAUSE_AFTER_S = {"RESOURCE_EXHAUSTED": 0.02}
+_PAUSE_AFTER_OTHER_ERRORS_S = 0.1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoadConfig:
+    target: str
+    clients: int = 32
+    duration_s: float = 60.0
+    check_share: float = 0.7  # of operations; the rest are IndexStreams
+    stream_items: int = 8
+    collection: str = "load"
+    timeout_s: float = 30.0  # deadline of each call (of each whole stream)
+    seed: int = 0
+    run_id: str = dataclasses.field(default_factory=lambda: f"{int(time.time())}")
+
+    def __post_init__(self) -> None:
+        if self.clients < 1 or self.duration_s <= 0 or self.stream_items < 1 or not 0 <= self.check_share <= 1:
+            raise ValueError(f"invalid load configuration: {self}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    at: float  # time.monotonic()
+    rpc: str
+    code: str
+
+
+class LoadRun:
+    def __init__(self, config: LoadConfig, workload: Workload, *, front_pid: int | None = None) -> None:
+        self.config = config
+        self._workload = workload
+        self._front_pid = front_pid
+        self.stats = {CHECK: RpcStats(), STREAM: RpcStats()}
+        self.acked: set[str] = set()  # ids IndexStream answered INDEXED (or CheckDuplicate stored)
+        self.events: list[Event] = []
+        self.rss_mb: list[float] = []
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """End the run early (each client finishes its current call)."""
+        self._stopping.set()
+
+    async def run(self, *, mode: str = "normal", progress: bool = True) -> LoadReport:
+        channels = [
+            grpc.aio.insecure_channel(
+                self.config.target,
+                options=[
+                    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+                    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+                ],
+            )
+            for _ in range(self.config.clients)
+        ]
+        try:
+            stubs = [dedup_pb2_grpc.DeduplicationStub(channel) for channel in channels]
+            await self._create_collection(stubs[0])
+            started = time.monotonic()
+            end = started + self.config.duration_s
+            watchers = [asyncio.create_task(self._sample_rss(end)), asyncio.create_task(self._progress(end, progress))]
+            await asyncio.gather(*(self._client(n, stub, end) for n, stub in enumerate(stubs)))
+            duration = time.monotonic() - started
+            for watcher in watchers:
+                watcher.cancel()
+        finally:
+            await asyncio.gather(*(channel.close() for channel in channels))
+        return LoadReport(
+            mode=mode,
+            target=self.config.target,
+            clients=self.config.clients,
+            duration_s=duration,
+            rpcs={name: stats.summary(duration) for name, stats in self.stats.items()},
+            front_rss_mb=tuple(self.rss_mb),
+        )
+
+    async def _create_collection(self, stub: dedup_pb2_grpc.DeduplicationStub) -> None:
+        """Store one photo first: creating the collection takes seconds and is no part of the load."""
+        request = dedup_pb2.CheckDuplicateRequest(
+            image=self._workload.images[0], collection=self.config.collection, insert_if_unique=True,
+            id=f"{self.config.run_id}-first",
+        )
+        await stub.CheckDuplicate(request, timeout=120, wait_for_ready=True)
+
+    async def _client(self, n: int, stub: dedup_pb2_grpc.DeduplicationStub, end: float) -> None:
+        rng = random.Random(f"{self.config.seed}-{n}")
+        counter = itertools.count()
+        while time.monotonic() < end and not self._stopping.is_set():
+            if rng.random() < self.config.check_share:
+                code = await self._check(stub, rng)
+            else:
+                ids = [f"{self.config.run_id}-{n}-{next(counter)}" for _ in range(self.config.stream_items)]
+                code = await self._stream(stub, rng, ids)
+            if code != OK:
+                await asyncio.sleep(_PAUSE_AFTER_S.get(code, _PAUSE_AFTER_OTHER_ERRORS_S))
+
+    async def _check(self, stub: dedup_pb2_grpc.DeduplicationStub, rng: random.Random) -> str:
+        request = dedup_pb2.CheckDuplicateRequest(image=self._workload.pick(rng), collection=self.config.collection)
+        started = time.monotonic()
+        code, details = OK, ""
+        try:
+            await stub.CheckDuplicate(request, timeout=self.config.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code().name, exc.details() or ""
+        self._record(CHECK, code, started, details)
+        return code
+
+    async def _stream(self, stub: dedup_pb2_grpc.DeduplicationStub, rng: random.Random, ids: list[str]) -> str:
+        requests = [
+            dedup_pb2.IndexRequest(id=image_id, image=self._workload.pick(rng), collection=self.config.collection)
+            for image_id in ids
+        ]
+        items = self.stats[STREAM].items
+        started = time.monotonic()
+        code, details = OK, ""
+        try:
+            async for response in stub.IndexStream(iter(requests), timeout=self.config.timeout_s):
+                status = dedup_pb2.IndexResponse.Status.Name(response.status)
+                items[status] += 1
+                if status == "INDEXED":
+                    self.acked.add(response.id)
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code().name, exc.details() or ""
+        self._record(STREAM, code, started, details)
+        return code
+
+    def _record(self, rpc: str, code: str, started: float, details: str) -> None:
+        now = time.monotonic()
+        self.stats[rpc].record(code, now - started, details)
+        self.events.append(Event(now, rpc, code))
+
+    async def _sample_rss(self, end: float) -> None:
+        if self._front_pid is None:
+            return
+        status = Path(f"/proc/{self._front_pid}/status")
+        while time.monotonic() < end:
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.rss_mb.append(round(int(line.split()[1]) / 1024, 1))
+            except OSError:
+                pass  # the front is down (chaos) or gone
+            await asyncio.sleep(1.0)
+
+    async def _progress(self, end: float, enabled: bool) -> None:
+        with tqdm(total=round(self.config.duration_s), unit="s", desc="load", disable=not enabled) as bar:
+            while (left := end - time.monotonic()) > 0:
+                await asyncio.sleep(min(1.0, left))
+                bar.n = min(bar.total, round(self.config.duration_s - max(0.0, end - time.monotonic())))
+                bar.set_postfix(
+                    {name: stats.codes[OK] for name, stats in self.stats.items()}
+                    | {"errors": sum(sum(s.codes.values()) - s.codes[OK] for s in self.stats.values())},
+                    refresh=True,
+                )
