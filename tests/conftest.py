@@ -33,7 +33,8 @@ def transformed_copies(path: Path, seed: int) -> dict[str, bytes]:
     """Seeded near-duplicates of one photo: the edits users make before re-uploading."""
     rng = random.Random(seed)
     with Image.open(path) as original:
-        image = original.convert("RGB")
+        # As displayed (EXIF orientation applied), the way a user copies it: ukbench09268 is stored rotated.
+        image = ImageOps.exif_transpose(original).convert("RGB")
     width, height = image.size
     keep = 0.8
     left = rng.randint(0, int(width * (1 - keep)))

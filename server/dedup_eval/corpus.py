@@ -15,7 +15,7 @@ import logging
 import subprocess
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _fetch_package(package: str, version: str, cache_dir: Path) -> Path:
 def _load(path: Path) -> Image.Image:
     with Image.open(path) as image:
         image.draft("RGB", (MAX_SIDE, MAX_SIDE))
-        rgb = image.convert("RGB")
+        rgb = ImageOps.exif_transpose(image).convert("RGB")  # as displayed: ukbench09268 is stored rotated
     rgb.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
     return rgb
 

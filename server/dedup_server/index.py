@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -29,6 +29,8 @@ from .errors import BackendError, BackendUnavailable, CollectionNotFound, Invali
 logger = logging.getLogger(__name__)
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+# Reserved metadata key: the image's layout (layout.py), stored beside the client's metadata.
+LAYOUT_KEY = "_dedup_layout"
 ID_FIELD, VECTOR_FIELD, METADATA_FIELD, MODEL_FIELD, INSERTED_AT_FIELD = (
     "id", "vector", "metadata", "model", "inserted_at",
 )
@@ -52,6 +54,8 @@ class Hit:
     id: str
     similarity: float
     metadata: Mapping[str, str]
+    layout: str = ""  # the stored image's layout (layout.py); "" when stored before layouts existed
+    mirrored: bool = False  # the stored image is the query mirrored (see flip.py)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,6 +63,7 @@ class StoredImage:
     id: str
     vector: np.ndarray
     metadata: Mapping[str, str]
+    layout: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -236,11 +241,7 @@ class MilvusIndex:
             )
         return [
             [
-                Hit(
-                    id=str(hit["id"]),
-                    similarity=float(hit["distance"]),
-                    metadata=_as_str_map(hit.get("entity", {}).get(METADATA_FIELD)),
-                )
+                _hit(hit)
                 for hit in hits
             ]
             for hits in results
@@ -257,7 +258,8 @@ class MilvusIndex:
             {
                 ID_FIELD: image.id,
                 VECTOR_FIELD: image.vector.tolist(),
-                METADATA_FIELD: dict(image.metadata),
+                # The layout travels in the JSON field, under a key clients cannot use (validation.metadata).
+                METADATA_FIELD: {**image.metadata, LAYOUT_KEY: image.layout} if image.layout else dict(image.metadata),
                 MODEL_FIELD: model.label,
                 INSERTED_AT_FIELD: now_ms,
             }
@@ -267,6 +269,34 @@ class MilvusIndex:
             self._client.upsert(
                 milvus_name, data=rows, timeout=self._call_timeout_s if timeout_s is None else timeout_s
             )
+
+    def scan(
+        self, milvus_name: str, *, batch_size: int, timeout_s: float | None = None
+    ) -> Generator[list[StoredImage], None, None]:
+        """Every stored image (id and vector), a batch at a time; blocking: pull batches from a thread."""
+        with _milvus_errors("scan"):
+            iterator = self._client.query_iterator(
+                milvus_name, batch_size=batch_size, filter="", output_fields=[ID_FIELD, VECTOR_FIELD, METADATA_FIELD],
+                timeout=self._call_timeout_s if timeout_s is None else timeout_s,
+            )
+        try:
+            while True:
+                with _milvus_errors("scan"):
+                    rows = iterator.next()
+                if not rows:
+                    return
+                yield [_stored(row) for row in rows]
+        finally:
+            iterator.close()
+
+    def count(self, milvus_name: str) -> int:
+        # Strong: counts are rare, and must reflect deletes too.
+        with _milvus_errors("count"):
+            rows = self._client.query(
+                milvus_name, filter="", output_fields=["count(*)"], consistency_level="Strong",
+                timeout=self._call_timeout_s,
+            )
+        return int(rows[0]["count(*)"]) if rows else 0
 
     def delete(self, milvus_name: str, ids: Sequence[str]) -> tuple[int, list[str]]:
         """Delete ids; returns (how many existed, the ids that did not)."""
@@ -296,12 +326,7 @@ class MilvusIndex:
     def _collection_stats(self, name: str) -> CollectionStats:
         milvus_name = self._prefix + name
         self._ensure_loaded(milvus_name)
-        # Strong: counts are rare, and must reflect deletes too.
-        count_rows = self._client.query(
-            milvus_name, filter="", output_fields=["count(*)"], consistency_level="Strong",
-            timeout=self._call_timeout_s,
-        )
-        count = int(count_rows[0]["count(*)"]) if count_rows else 0
+        count = self.count(milvus_name)
         index = self._client.describe_index(milvus_name, index_name=VECTOR_FIELD, timeout=self._call_timeout_s) or {}
         index_type = str(index.get("index_type", ""))
         build = {k: str(v) for k, v in index.items() if k not in _INDEX_DESCRIPTION_KEYS}
@@ -321,6 +346,19 @@ class MilvusIndex:
                 metric=str(index.get("metric_type", METRIC)),
             ),
         )
+
+
+def _stored(row: Mapping[str, Any]) -> StoredImage:
+    metadata = _as_str_map(row.get(METADATA_FIELD))
+    layout = metadata.pop(LAYOUT_KEY, "")
+    return StoredImage(id=str(row[ID_FIELD]), vector=np.asarray(row[VECTOR_FIELD], dtype=np.float32),
+                       metadata=metadata, layout=layout)
+
+
+def _hit(hit: Mapping[str, Any]) -> Hit:
+    metadata = _as_str_map(hit.get("entity", {}).get(METADATA_FIELD))
+    layout = metadata.pop(LAYOUT_KEY, "")
+    return Hit(id=str(hit["id"]), similarity=float(hit["distance"]), metadata=metadata, layout=layout)
 
 
 def _as_str_map(value: Any) -> dict[str, str]:

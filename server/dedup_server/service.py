@@ -27,7 +27,10 @@ from .deadline import Deadline, backend_deadline, retry_async, retry_sync
 from .decode import DecodeLimits, decode_image
 from .embedder import Embedder, ModelInfo
 from .errors import BackendUnavailable, DedupError, InvalidRequest, StreamTooLong
+from .flip import FlipPolicy, decide
+from .groups import DuplicateGroup, GroupBuilder
 from .index import CollectionStats, Hit, IndexDescription, MilvusIndex, StoredImage
+from .layout import layout_of
 from .stream import map_unordered
 from .thresholds import Calibration, calibrated_threshold
 
@@ -46,6 +49,7 @@ class CheckQuery:
     insert_if_unique: bool = False
     id: str = ""
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    flip_policy: int = 0  # dedup.v1.FlipPolicy, validated here like the other fields
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,6 +68,21 @@ class IndexItem:
     collection: str = ""
     skip_duplicates: bool = False
     threshold: float = 0.0
+    flip_policy: int = 0  # dedup.v1.FlipPolicy
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GroupsQuery:
+    collection: str = ""
+    threshold: float = 0.0
+    top_k: int = 0
+    flip_policy: int = 0  # dedup.v1.FlipPolicy
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanProgress:
+    scanned: int
+    total: int
 
 
 class ItemStatus(enum.Enum):
@@ -106,6 +125,8 @@ class _WriteJob:
     threshold: float
     top_k: int
     deadline: Deadline | None = None  # the caller's; None: no deadline
+    flip_policy: FlipPolicy = FlipPolicy.DEFAULT
+    layout: str = ""  # the image's layout (layout.py): stored, and compared to tell mirrored matches
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -177,6 +198,7 @@ class DedupService:
         top_k = validation.top_k(query.top_k, self._config.default_top_k, self._limits)
         image_id = validation.image_id(query.id, self._limits, required=query.insert_if_unique)
         metadata = validation.metadata(query.metadata, self._limits)
+        policy = validation.flip_policy(query.flip_policy)
         model = await self.model(self._deadline(caller))
         if not query.insert_if_unique:
             # Fail fast on an unknown collection, before spending a model call on the image.
@@ -184,10 +206,11 @@ class DedupService:
                 self._milvus, lambda _timeout_s: self._index.open_collection(collection, model, create=False),
                 self._deadline(caller), "Milvus open collection",
             )
-        vector = await self._embed(query.image, caller)
+        vector, layout = await self._embed(query.image, caller)
         if query.insert_if_unique:
             result = await self._write(
-                _WriteJob(collection, image_id, vector, metadata, True, threshold, top_k, deadline=caller)
+                _WriteJob(collection, image_id, vector, metadata, True, threshold, top_k, deadline=caller,
+                          flip_policy=policy, layout=layout)
             )
             return CheckOutcome(
                 matches=result.matches, inserted=result.inserted, model=model.label, threshold=threshold
@@ -200,8 +223,8 @@ class DedupService:
                     ),
                     self._deadline(caller), "Milvus search",
                 )
-            )[0]
-        matches = [hit for hit in hits if hit.similarity >= threshold]
+            )
+        matches = decide(hits[0], layout, policy, threshold, top_k)
         return CheckOutcome(matches=matches, inserted=False, model=model.label, threshold=threshold)
 
     # -- IndexStream ---------------------------------------------------------------------------
@@ -247,10 +270,11 @@ class DedupService:
             collection = validation.collection_name(item.collection, self._config.default_collection)
             threshold = validation.threshold(item.threshold, calibration.threshold)
             metadata = validation.metadata(item.metadata, self._limits)
-            vector = await self._embed(item.image, caller, wait_for_room=True)
+            policy = validation.flip_policy(item.flip_policy)
+            vector, layout = await self._embed(item.image, caller, wait_for_room=True)
             result = await self._write(
                 _WriteJob(collection, image_id, vector, metadata, item.skip_duplicates, threshold,
-                          self._config.default_top_k, deadline=caller),
+                          self._config.default_top_k, deadline=caller, flip_policy=policy, layout=layout),
                 wait_for_room=True,
             )
         except InvalidRequest as exc:
@@ -262,6 +286,46 @@ class DedupService:
             return ItemOutcome(id=item.id, status=ItemStatus.FAILED, error="internal error")
         status = ItemStatus.INDEXED if result.inserted else ItemStatus.DUPLICATE
         return ItemOutcome(id=item.id, status=status, matches=result.matches)
+
+    # -- FindDuplicateGroups ------------------------------------------------------------------
+
+    async def find_groups(
+        self, query: GroupsQuery, *, time_remaining: float | None = None
+    ) -> AsyncIterator[ScanProgress | DuplicateGroup]:
+        """Scan the collection: each stored vector is searched against the collection, pairs at or above the
+        threshold join groups. Yields progress after each batch, then every group, largest first."""
+        caller = Deadline.from_time_remaining(time_remaining)
+        calibration = await self.calibration(self._deadline(caller))
+        collection = validation.collection_name(query.collection, self._config.default_collection)
+        threshold = validation.threshold(query.threshold, calibration.threshold)
+        top_k = validation.top_k(query.top_k, self._config.default_top_k, self._limits)
+        policy = validation.flip_policy(query.flip_policy)
+        model = await self.model(self._deadline(caller))
+        milvus_name = await asyncio.to_thread(
+            self._milvus, lambda _timeout_s: self._index.open_collection(collection, model, create=False),
+            self._deadline(caller), "Milvus open collection",
+        )
+        total = await asyncio.to_thread(self._index.count, milvus_name)
+        builder = GroupBuilder()
+        scanned = 0
+        batches = self._index.scan(milvus_name, batch_size=self._config.write_batch.max_batch_size)
+        try:
+            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+                vectors = np.stack([image.vector for image in batch])
+                with tracer.start_as_current_span("search", attributes={"batch.size": len(batch)}):
+                    found = await asyncio.to_thread(
+                        self._milvus, functools.partial(self._search_all, milvus_name, vectors, top_k + 1),
+                        self._deadline(caller), "Milvus search",
+                    )
+                for image, hits in zip(batch, found, strict=True):
+                    for hit in decide(_without(hits, image.id), image.layout, policy, threshold, top_k):
+                        builder.add(image.id, hit.id, hit.similarity)
+                scanned += len(batch)
+                yield ScanProgress(scanned=scanned, total=max(total, scanned))
+        finally:
+            await asyncio.to_thread(batches.close)
+        for group in builder.groups():
+            yield group
 
     # -- DeleteImages / GetStats ---------------------------------------------------------------
 
@@ -289,12 +353,16 @@ class DedupService:
 
     # -- stages --------------------------------------------------------------------------------
 
-    async def _embed(self, image: bytes, caller: Deadline | None, *, wait_for_room: bool = False) -> np.ndarray:
+    async def _embed(
+        self, image: bytes, caller: Deadline | None, *, wait_for_room: bool = False
+    ) -> tuple[np.ndarray, str]:
+        """The image's embedding and its layout (layout.py), from one decode."""
         with tracer.start_as_current_span("decode"):
             pixels = await asyncio.get_running_loop().run_in_executor(
                 self._decode_pool, decode_image, image, self._decode_limits
             )
-        return await self.embed_batcher.submit(_EmbedJob(pixels, caller), wait_for_room=wait_for_room)
+        vector = await self.embed_batcher.submit(_EmbedJob(pixels, caller), wait_for_room=wait_for_room)
+        return vector, layout_of(pixels)
 
     async def _write(self, job: _WriteJob, *, wait_for_room: bool = False) -> _WriteResult:
         result = await self.write_batcher.submit(job, wait_for_room=wait_for_room)
@@ -320,6 +388,9 @@ class DedupService:
         model = await self.model(deadline)
         with tracer.start_as_current_span("search_and_insert", attributes={"batch.size": len(jobs)}):
             return await asyncio.to_thread(self._write_batch_sync, jobs, model, deadline)
+
+    def _search_all(self, milvus_name: str, vectors: np.ndarray, top_k: int, timeout_s: float) -> list[list[Hit]]:
+        return self._index.search(milvus_name, vectors, top_k, timeout_s=timeout_s)
 
     def _milvus(self, call: Callable[[float], T], deadline: Deadline, what: str) -> T:
         """call(timeout_s), retried while Milvus is unreachable and `deadline` allows (blocking: run in a thread)."""
@@ -351,7 +422,7 @@ class DedupService:
         vectors = np.stack([job.vector for job in jobs])
         # +1: the item's own id may come back (re-sent ids replace themselves) and is dropped.
         with tracer.start_as_current_span("search", attributes={"batch.size": len(jobs)}):
-            indexed_hits = self._milvus(
+            found = self._milvus(
                 lambda timeout_s: self._index.search(
                     milvus_name, vectors, max(job.top_k for job in jobs) + 1, timeout_s=timeout_s
                 ),
@@ -360,21 +431,18 @@ class DedupService:
         accepted: dict[str, int] = {}  # id -> position in jobs, for the items this batch stores
         results: list[_WriteResult] = []
         for j, job in enumerate(jobs):
-            matches = [hit for hit in indexed_hits[j] if hit.id != job.id and hit.similarity >= job.threshold]
             # Items stored earlier in this batch are not in Milvus yet: compare with them directly.
             earlier = [k for other_id, k in accepted.items() if other_id != job.id]
-            if earlier:
-                for k, similarity in zip(earlier, vectors[earlier] @ job.vector, strict=True):
-                    if similarity >= job.threshold:
-                        matches.append(Hit(id=jobs[k].id, similarity=float(similarity), metadata=jobs[k].metadata))
-            matches = _best_unique(matches, job.top_k)
+            hits = _without(found[j], job.id) + _batch_hits(jobs, earlier, vectors[earlier] @ job.vector)
+            matches = decide(hits, job.layout, job.flip_policy, job.threshold, job.top_k)
             inserted = not (job.skip_duplicates and matches)
             if inserted:
                 accepted.pop(job.id, None)  # a re-sent id in the same batch replaces the earlier one
                 accepted[job.id] = j
             results.append(_WriteResult(matches=matches, inserted=inserted))
         stored = [
-            StoredImage(id=jobs[k].id, vector=jobs[k].vector, metadata=jobs[k].metadata) for k in accepted.values()
+            StoredImage(id=jobs[k].id, vector=jobs[k].vector, metadata=jobs[k].metadata, layout=jobs[k].layout)
+            for k in accepted.values()
         ]
         try:
             with tracer.start_as_current_span("insert", attributes={"batch.size": len(stored)}):
@@ -407,9 +475,13 @@ class _AtMost:
             yield item
 
 
-def _best_unique(matches: Sequence[Hit], top_k: int) -> list[Hit]:
-    best: dict[str, Hit] = {}
-    for hit in matches:
-        if hit.id not in best or hit.similarity > best[hit.id].similarity:
-            best[hit.id] = hit
-    return sorted(best.values(), key=lambda hit: hit.similarity, reverse=True)[:top_k]
+def _without(hits: Sequence[Hit], image_id: str) -> list[Hit]:
+    """Hits other than the image itself (a re-sent id finds its own earlier copy)."""
+    return [hit for hit in hits if hit.id != image_id]
+
+
+def _batch_hits(jobs: Sequence[_WriteJob], positions: Sequence[int], similarities: np.ndarray) -> list[Hit]:
+    return [
+        Hit(id=jobs[k].id, similarity=float(similarity), metadata=jobs[k].metadata, layout=jobs[k].layout)
+        for k, similarity in zip(positions, similarities, strict=True)
+    ]

@@ -11,8 +11,9 @@ from dedup.v1 import dedup_pb2, dedup_pb2_grpc
 
 from . import metrics
 from .errors import DedupError
+from .groups import DuplicateGroup
 from .index import Hit, IndexDescription
-from .service import CheckQuery, DedupService, IndexItem, ItemOutcome, ItemStatus
+from .service import CheckQuery, DedupService, GroupsQuery, IndexItem, ItemOutcome, ItemStatus, ScanProgress
 from .status import status_for
 from .thresholds import CalibrationRecord
 
@@ -61,6 +62,7 @@ class DedupServicer(dedup_pb2_grpc.DeduplicationServicer):
                 insert_if_unique=request.insert_if_unique,
                 id=request.id,
                 metadata=dict(request.metadata),
+                flip_policy=request.flip_policy,
             ),
             time_remaining=context.time_remaining(),
         )
@@ -84,6 +86,7 @@ class DedupServicer(dedup_pb2_grpc.DeduplicationServicer):
                     collection=request.collection,
                     skip_duplicates=request.skip_duplicates,
                     threshold=request.threshold,
+                    flip_policy=request.flip_policy,
                 )
 
         try:
@@ -91,6 +94,20 @@ class DedupServicer(dedup_pb2_grpc.DeduplicationServicer):
                 metrics.INDEX_ITEMS.labels(outcome.status.value).inc()
                 yield _index_response(outcome)
         except DedupError as exc:  # per-item errors are outcomes; this ends the stream (e.g. too long)
+            code, message = status_for(exc)
+            await context.abort(code, message)
+
+    async def FindDuplicateGroups(
+        self, request: dedup_pb2.FindDuplicateGroupsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[dedup_pb2.FindDuplicateGroupsResponse]:
+        query = GroupsQuery(collection=request.collection, threshold=request.threshold, top_k=request.top_k,
+                            flip_policy=request.flip_policy)
+        try:
+            async for item in self._service.find_groups(query, time_remaining=context.time_remaining()):
+                yield _groups_response(item)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
             code, message = status_for(exc)
             await context.abort(code, message)
 
@@ -138,8 +155,24 @@ def _calibration(record: CalibrationRecord | None) -> dedup_pb2.ThresholdCalibra
     )
 
 
+def _groups_response(item: ScanProgress | DuplicateGroup) -> dedup_pb2.FindDuplicateGroupsResponse:
+    if isinstance(item, ScanProgress):
+        return dedup_pb2.FindDuplicateGroupsResponse(
+            progress=dedup_pb2.ScanProgress(scanned=item.scanned, total=item.total)
+        )
+    return dedup_pb2.FindDuplicateGroupsResponse(
+        group=dedup_pb2.DuplicateGroup(
+            ids=list(item.ids),
+            pairs=[dedup_pb2.DuplicatePair(id_a=p.id_a, id_b=p.id_b, similarity=p.similarity) for p in item.pairs],
+        )
+    )
+
+
 def _matches(hits: Sequence[Hit]) -> list[dedup_pb2.Match]:
-    return [dedup_pb2.Match(id=hit.id, similarity=hit.similarity, metadata=dict(hit.metadata)) for hit in hits]
+    return [
+        dedup_pb2.Match(id=hit.id, similarity=hit.similarity, metadata=dict(hit.metadata), mirrored=hit.mirrored)
+        for hit in hits
+    ]
 
 
 def _index_response(outcome: ItemOutcome) -> dedup_pb2.IndexResponse:

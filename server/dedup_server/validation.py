@@ -8,7 +8,8 @@ from collections.abc import Mapping
 
 from .config import Limits
 from .errors import InvalidRequest
-from .index import validate_collection_name
+from .flip import FlipPolicy
+from .index import LAYOUT_KEY, validate_collection_name
 
 
 def collection_name(value: str, default: str) -> str:
@@ -47,7 +48,17 @@ def top_k(value: int, default: int, limits: Limits) -> int:
 
 def metadata(value: Mapping[str, str], limits: Limits) -> dict[str, str]:
     result = dict(value)
+    if LAYOUT_KEY in result:
+        raise InvalidRequest(f"metadata key {LAYOUT_KEY!r} is reserved for the server")
     size = len(json.dumps(result, ensure_ascii=False).encode("utf-8"))
     if size > limits.max_metadata_bytes:
         raise InvalidRequest(f"metadata is {size} bytes as JSON, over the limit of {limits.max_metadata_bytes}")
     return result
+
+
+def flip_policy(value: int) -> FlipPolicy:
+    try:
+        return FlipPolicy(value)
+    except ValueError:
+        known = ", ".join(f"{p.value} ({p.name})" for p in FlipPolicy)
+        raise InvalidRequest(f"flip_policy {value} is not one of {known}") from None

@@ -30,8 +30,8 @@ type FlipPolicy int32
 
 const (
 	FlipPolicy_FLIP_POLICY_UNSPECIFIED         FlipPolicy = 0 // the server default: FLIP_POLICY_MIRROR_IS_DUPLICATE
-	FlipPolicy_FLIP_POLICY_MIRROR_IS_DUPLICATE FlipPolicy = 1 // a mirrored copy is a duplicate
-	FlipPolicy_FLIP_POLICY_MIRROR_IS_DISTINCT  FlipPolicy = 2 // a mirrored copy is a different image (e.g. text, logos)
+	FlipPolicy_FLIP_POLICY_MIRROR_IS_DUPLICATE FlipPolicy = 1 // a mirrored copy is a duplicate (its Match says mirrored)
+	FlipPolicy_FLIP_POLICY_MIRROR_IS_DISTINCT  FlipPolicy = 2 // a mirrored copy is a different image (e.g. text, logos): not matched
 )
 
 // Enum value maps for FlipPolicy.

@@ -22,11 +22,13 @@ from .commands import (
     UsageError,
     run_check,
     run_delete,
+    run_groups,
     run_index,
     run_stats,
 )
 from .errors import DedupError
 from .files import DEFAULT_EXTENSIONS, IdMode, normalise_extensions
+from .results import FlipPolicy
 
 Command = Callable[[DedupClient, argparse.Namespace], int]
 
@@ -125,12 +127,17 @@ def _cmd_check(client: DedupClient, args: argparse.Namespace) -> int:
         insert=args.insert,
         id=args.id,
         collection=args.collection,
+        flip_policy=FlipPolicy[args.flip_policy.upper()],
     )
     return run_check(client, opts, as_json=args.json)
 
 
 def _cmd_stats(client: DedupClient, args: argparse.Namespace) -> int:
     return run_stats(client, args.collection, as_json=args.json)
+
+
+def _cmd_groups(client: DedupClient, args: argparse.Namespace) -> int:
+    return run_groups(client, args.collection, args.threshold, as_json=args.json)
 
 
 def _cmd_delete(client: DedupClient, args: argparse.Namespace) -> int:
@@ -186,11 +193,22 @@ def _build_parser(defaults: dict[str, Any]) -> argparse.ArgumentParser:
     )
     check.add_argument("--insert", action="store_true", help="index it when it is unique")
     check.add_argument("--id", default="", help="id to store it under (with --insert)")
+    check.add_argument(
+        "--flip-policy",
+        choices=[p.name.lower() for p in FlipPolicy],
+        default=FlipPolicy.DEFAULT.name.lower(),
+        help="does a mirrored copy count as a duplicate? default: yes (mirror_is_distinct: no)",
+    )
     check.set_defaults(handler=_cmd_check)
 
     stats = sub.add_parser("stats", help="model, defaults, index and per-collection counts")
     _add_global_flags(stats, None)
     stats.set_defaults(handler=_cmd_stats)
+
+    groups = sub.add_parser("groups", help="every group of duplicates already in the collection")
+    _add_global_flags(groups, None)
+    groups.add_argument("--threshold", type=_threshold, default=0.0, help="0 = the server's default")
+    groups.set_defaults(handler=_cmd_groups)
 
     delete = sub.add_parser("delete", help="remove images by id")
     _add_global_flags(delete, None)

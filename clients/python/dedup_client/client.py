@@ -18,11 +18,15 @@ from .errors import DedupConnectionError, DedupError
 from .results import (
     CheckResult,
     DeleteResult,
+    DuplicateGroup,
+    FlipPolicy,
     IndexItem,
     IndexResult,
+    ScanProgress,
     StatsResult,
     check_from_proto,
     delete_from_proto,
+    groups_item_from_proto,
     index_request_to_proto,
     index_result_from_proto,
     stats_from_proto,
@@ -162,6 +166,7 @@ class DedupClient:
         insert_if_unique: bool = False,
         id: str = "",  # noqa: A002 - mirrors the proto field
         metadata: Mapping[str, str] | None = None,
+        flip_policy: FlipPolicy = FlipPolicy.DEFAULT,
         timeout: float | None = None,
     ) -> CheckResult:
         """Is ``image`` a near-duplicate of an indexed one? Optionally index it when not."""
@@ -173,6 +178,7 @@ class DedupClient:
             insert_if_unique=insert_if_unique,
             id=id,
             metadata=dict(metadata or {}),
+            flip_policy=flip_policy.value,
         )
         response = self._unary(self._stub.CheckDuplicate, request, timeout)
         return check_from_proto(response)
@@ -216,6 +222,25 @@ class DedupClient:
             raise error_from_rpc(exc, self.target) from exc
         finally:
             # No-op once the stream has finished; stops the upload when the caller bailed out.
+            responses.cancel()
+
+    def groups(
+        self,
+        *,
+        collection: str = "",
+        threshold: float = 0.0,
+        top_k: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[ScanProgress | DuplicateGroup]:
+        """Every duplicate group of a collection: progress while the server scans, then the groups."""
+        request = dedup_pb2.FindDuplicateGroupsRequest(collection=collection, threshold=threshold, top_k=top_k)
+        responses = self._stub.FindDuplicateGroups(request, timeout=timeout, metadata=self._metadata)
+        try:
+            for response in responses:
+                yield groups_item_from_proto(response)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, self.target) from exc
+        finally:
             responses.cancel()
 
     def delete(

@@ -1,4 +1,4 @@
-"""The CLI's four commands: each takes a client and typed options, prints, returns an exit code.
+"""The CLI's commands: each takes a client and typed options, prints, returns an exit code.
 
 Nothing here parses arguments (cli.py does) or maps gRPC errors (client.py does).
 """
@@ -25,7 +25,7 @@ from .files import (
     image_id,
     iter_index_items,
 )
-from .results import IndexInfo, IndexResult, IndexStatus, StatsResult
+from .results import DuplicateGroup, FlipPolicy, IndexInfo, IndexResult, IndexStatus, ScanProgress, StatsResult
 from .summary import IndexSummary
 
 EXIT_OK = 0
@@ -56,6 +56,7 @@ class CheckOptions:
     insert: bool
     id: str
     collection: str
+    flip_policy: FlipPolicy = FlipPolicy.DEFAULT
 
 
 def _print_json(value: Any) -> None:
@@ -154,6 +155,7 @@ def run_check(client: DedupClient, opts: CheckOptions, *, as_json: bool) -> int:
         insert_if_unique=opts.insert,
         id=opts.id,
         metadata={"path": opts.file.name} if opts.insert else None,
+        flip_policy=opts.flip_policy,
     )
     if as_json:
         _print_json(asdict(result))
@@ -163,7 +165,8 @@ def run_check(client: DedupClient, opts: CheckOptions, *, as_json: bool) -> int:
         print("matches:")
         for match in result.matches:
             meta = " ".join(f"{k}={v}" for k, v in sorted(match.metadata.items()))
-            print(f"  {match.id}  {match.similarity:.4f}  {meta}".rstrip())
+            mirrored = "  (mirrored)" if match.mirrored else ""
+            print(f"  {match.id}  {match.similarity:.4f}{mirrored}  {meta}".rstrip())
     if opts.insert:
         print(f"inserted: {'yes' if result.inserted else 'no'} (id {opts.id})")
     print(f"model: {result.model}")
@@ -209,6 +212,14 @@ def run_stats(client: DedupClient, collection: str, *, as_json: bool) -> int:
         f"default threshold: {stats.default_threshold:.4f} "
         f"(source: {stats.threshold_source or 'unknown'})"
     )
+    if stats.calibration is not None:
+        measured = stats.calibration
+        print(
+            f"  measured at it: precision {measured.precision:.4f}, match precision "
+            f"{measured.match_precision:.4f}, recall {measured.recall:.4f} on {measured.queries} copies + "
+            f"{measured.distractor_queries} distractor queries ({measured.false_alarms} false alarms); "
+            f"{measured.measured_at}"
+        )
     print(f"default top_k: {stats.default_top_k}")
     print(f"index for new collections: {_format_index(stats.index)}")
     if not stats.collections:
@@ -232,4 +243,31 @@ def run_delete(client: DedupClient, ids: list[str], collection: str, *, as_json:
     print(f"deleted: {result.deleted_count}")
     if result.not_found:
         print(f"not found: {', '.join(result.not_found)}")
+    return EXIT_OK
+
+
+# -- groups ----------------------------------------------------------------------------------
+
+
+def run_groups(client: DedupClient, collection: str, threshold: float, *, as_json: bool) -> int:
+    """Every duplicate group of a collection, largest first, with a progress bar while the server scans."""
+    groups: list[DuplicateGroup] = []
+    with tqdm(desc="scanning", unit="img", disable=as_json, file=sys.stderr) as bar:
+        for item in client.groups(collection=collection, threshold=threshold):
+            if isinstance(item, ScanProgress):
+                bar.total = item.total
+                bar.update(item.scanned - bar.n)
+            else:
+                groups.append(item)
+    if as_json:
+        _print_json([asdict(g) for g in groups])
+        return EXIT_OK
+    if not groups:
+        print("no duplicates")
+    for number, group in enumerate(groups, 1):
+        print(f"group {number}: {len(group.ids)} images")
+        for pair in group.pairs:
+            print(f"  {pair.id_a}  ~  {pair.id_b}  {pair.similarity:.4f}")
+    duplicates = sum(len(g.ids) - 1 for g in groups)
+    print(f"{len(groups)} groups; {duplicates} images could go (keeping one per group)")
     return EXIT_OK

@@ -37,11 +37,54 @@ class IndexStatus(enum.Enum):
         return self in (IndexStatus.INDEXED, IndexStatus.DUPLICATE)
 
 
+class FlipPolicy(enum.Enum):
+    """Does a left-right mirrored copy count as a duplicate? (mirrors dedup.v1.FlipPolicy)"""
+
+    DEFAULT = dedup_pb2.FLIP_POLICY_UNSPECIFIED  # the server's default: yes
+    MIRROR_IS_DUPLICATE = dedup_pb2.FLIP_POLICY_MIRROR_IS_DUPLICATE  # yes (matches say ``mirrored``)
+    MIRROR_IS_DISTINCT = dedup_pb2.FLIP_POLICY_MIRROR_IS_DISTINCT  # no: mirrored copies are not matched
+
+
 @dataclass(frozen=True)
 class MatchResult:
     id: str
     similarity: float
     metadata: dict[str, str] = field(default_factory=dict)
+    mirrored: bool = False
+
+
+@dataclass(frozen=True)
+class DuplicatePair:
+    id_a: str
+    id_b: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    ids: tuple[str, ...]
+    pairs: tuple[DuplicatePair, ...]
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    scanned: int
+    total: int
+
+
+@dataclass(frozen=True)
+class ThresholdCalibration:
+    model: str
+    threshold: float
+    dataset: str
+    precision: float
+    recall: float
+    f1: float
+    match_precision: float
+    queries: int
+    distractor_queries: int
+    false_alarms: int
+    measured_at: str
 
 
 @dataclass(frozen=True)
@@ -63,6 +106,7 @@ class IndexItem:
     collection: str = ""
     skip_duplicates: bool = False
     threshold: float = 0.0
+    flip_policy: FlipPolicy = FlipPolicy.DEFAULT
 
 
 @dataclass(frozen=True)
@@ -112,10 +156,13 @@ class StatsResult:
     default_threshold: float
     default_top_k: int
     threshold_source: str
+    calibration: ThresholdCalibration | None = None  # what the default threshold was measured at
 
 
 def match_from_proto(msg: dedup_pb2.Match) -> MatchResult:
-    return MatchResult(id=msg.id, similarity=_f32(msg.similarity), metadata=dict(msg.metadata))
+    return MatchResult(
+        id=msg.id, similarity=_f32(msg.similarity), metadata=dict(msg.metadata), mirrored=msg.mirrored
+    )
 
 
 def check_from_proto(msg: dedup_pb2.CheckDuplicateResponse) -> CheckResult:
@@ -136,6 +183,7 @@ def index_request_to_proto(item: IndexItem) -> dedup_pb2.IndexRequest:
         collection=item.collection,
         skip_duplicates=item.skip_duplicates,
         threshold=item.threshold,
+        flip_policy=item.flip_policy.value,
     )
 
 
@@ -191,4 +239,22 @@ def stats_from_proto(msg: dedup_pb2.GetStatsResponse) -> StatsResult:
         default_threshold=_f32(msg.default_threshold),
         default_top_k=msg.default_top_k,
         threshold_source=msg.threshold_source,
+        calibration=_calibration_from_proto(msg.calibration) if msg.HasField("calibration") else None,
+    )
+
+
+def _calibration_from_proto(msg: dedup_pb2.ThresholdCalibration) -> ThresholdCalibration:
+    return ThresholdCalibration(
+        model=msg.model, threshold=_f32(msg.threshold), dataset=msg.dataset, precision=_f32(msg.precision),
+        recall=_f32(msg.recall), f1=_f32(msg.f1), match_precision=_f32(msg.match_precision), queries=msg.queries,
+        distractor_queries=msg.distractor_queries, false_alarms=msg.false_alarms, measured_at=msg.measured_at,
+    )
+
+
+def groups_item_from_proto(msg: dedup_pb2.FindDuplicateGroupsResponse) -> ScanProgress | DuplicateGroup:
+    if msg.WhichOneof("item") == "progress":
+        return ScanProgress(scanned=msg.progress.scanned, total=msg.progress.total)
+    return DuplicateGroup(
+        ids=tuple(msg.group.ids),
+        pairs=tuple(DuplicatePair(p.id_a, p.id_b, _f32(p.similarity)) for p in msg.group.pairs),
     )

@@ -38,9 +38,9 @@ export const protobufFileName = "dedup/v1/dedup.proto";
 export enum FlipPolicy {
   /** FLIP_POLICY_UNSPECIFIED - the server default: FLIP_POLICY_MIRROR_IS_DUPLICATE */
   FLIP_POLICY_UNSPECIFIED = 0,
-  /** FLIP_POLICY_MIRROR_IS_DUPLICATE - a mirrored copy is a duplicate */
+  /** FLIP_POLICY_MIRROR_IS_DUPLICATE - a mirrored copy is a duplicate (its Match says mirrored) */
   FLIP_POLICY_MIRROR_IS_DUPLICATE = 1,
-  /** FLIP_POLICY_MIRROR_IS_DISTINCT - a mirrored copy is a different image (e.g. text, logos) */
+  /** FLIP_POLICY_MIRROR_IS_DISTINCT - a mirrored copy is a different image (e.g. text, logos): not matched */
   FLIP_POLICY_MIRROR_IS_DISTINCT = 2,
   UNRECOGNIZED = -1,
 }

@@ -1,0 +1,54 @@
+"""A tiny picture of where things are in an image, to tell a mirrored copy from an unmirrored one.
+
+Pooled CNN embeddings are nearly mirror-invariant: measured through the API, unmirrored crops and downscales of a
+photo were often closer to the *mirrored* query than to the query itself (by up to 0.044 cosine), while a true
+mirror gained only 0.018, so embeddings alone cannot say which is which. The layout keeps what pooling throws
+away: a 16x16 grey thumbnail of the model input (256 bytes per image, stored beside the vector). A stored image is
+a mirror of the query when the query's mirrored thumbnail correlates with it clearly better than the query's own.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Final
+
+import numpy as np
+
+SIDE: Final = 16
+# How much better the mirrored thumbnail must correlate; below this (symmetric scenes, heavy edits) the copy is
+# taken as unmirrored, i.e. a duplicate.
+MIRROR_MARGIN: Final = 0.10
+
+
+def layout_of(pixels: np.ndarray) -> str:
+    """uint8 [H, W, 3] (the decoded model input) -> base64 of a SIDE x SIDE grey thumbnail."""
+    grey = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    height, width = grey.shape
+    rows = np.array_split(np.arange(height), SIDE)
+    cols = np.array_split(np.arange(width), SIDE)
+    thumb = np.array([[grey[np.ix_(r, c)].mean() for c in cols] for r in rows], dtype=np.float32)
+    return base64.b64encode(np.clip(np.rint(thumb), 0, 255).astype(np.uint8).tobytes()).decode("ascii")
+
+
+def _decode(layout: str) -> np.ndarray | None:
+    try:
+        raw = base64.b64decode(layout, validate=True)
+    except ValueError:
+        return None
+    if len(raw) != SIDE * SIDE:
+        return None
+    return np.frombuffer(raw, dtype=np.uint8).reshape(SIDE, SIDE).astype(np.float32)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    denominator = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum()) / denominator if denominator > 1e-6 else 0.0
+
+
+def is_mirror(query_layout: str, stored_layout: str) -> bool:
+    """True when the stored image looks like the query mirrored left-right (False when either is unknown)."""
+    query, stored = _decode(query_layout), _decode(stored_layout)
+    if query is None or stored is None:
+        return False
+    return _correlation(query[:, ::-1], stored) > _correlation(query, stored) + MIRROR_MARGIN
