@@ -46,13 +46,13 @@ FUZZ_EXAMPLES ?= 5000
 fuzz: $(STAMP) ## fuzz the decoder and request validation longer than make test does (FUZZ_EXAMPLES per property)
 	DEDUP_FUZZ_PROFILE=fuzz DEDUP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/unit/test_fuzz.py -q --hypothesis-show-statistics
 
-EVAL_ARGS ?= $(if $(CALIBRATE),--calibrate) $(if $(DEDUP_TARGET),--target $(DEDUP_TARGET))
+EVAL_ARGS ?= $(if $(CALIBRATE),--calibrate) $(if $(DEDUP_TARGET),--target $(DEDUP_TARGET)) $(if $(REQUIRE_TARGETS),--require-targets)
 eval: $(STAMP) $(MODEL_STAMP) ## duplicate-decision quality through the gRPC API (CALIBRATE=1 also sets the default threshold)
 	$(PY) -m dedup_eval $(EVAL_ARGS)
 
 lint: $(STAMP) ## ruff and mypy (generated stubs excluded)
 	$(VENV)/bin/ruff check server clients/python/dedup_client tests
-	$(VENV)/bin/mypy server/dedup_server server/dedup_stack clients/python/dedup_client
+	$(VENV)/bin/mypy server/dedup_server server/dedup_stack server/dedup_eval clients/python/dedup_client
 
 deploy-check: $(STAMP) ## validate deploy/ offline: compose schema, Kubernetes manifests, Dockerfile lint, GPU model configs
 	bash deploy/check.sh

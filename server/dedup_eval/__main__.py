@@ -24,13 +24,24 @@ from dedup_server.thresholds import CALIBRATIONS_PATH, CalibrationRecord, write_
 from . import phash
 from .benchmark import make_splits
 from .corpus import REPO_DIR, load_corpus
-from .metrics import at_threshold, choose_threshold, curve, quality, server_decision, sweep_grid
+from .metrics import (
+    Quality,
+    at_threshold,
+    choose_threshold,
+    curve,
+    quality,
+    server_decision,
+    server_decision_mirrors_distinct,
+    sweep_grid,
+)
 from .report import plot_curves, table, write_json
 from .runner import run_split
+from .transforms import MUST_FIND
 
 logger = logging.getLogger("dedup_eval")
 
 MIN_PRECISION = 0.995  # the target the threshold is chosen for (on the calibration split)
+MIN_RECALL = 0.985  # overall, on the test split; the MUST_FIND transforms need 1.0
 
 
 @contextlib.contextmanager
@@ -55,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibrate", action="store_true",
                         help=f"choose the default threshold on the calibration split; write {CALIBRATIONS_PATH.name}")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--require-targets", action="store_true",
+                        help="exit 1 unless the server's default meets the targets on the test split (CI)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -81,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         "pHash <= 10": quality(baseline["test"], server_decision, threshold=None),
     }
     calibration_quality = quality(calibration_results, at_threshold(chosen), threshold=chosen)
+    distinct = quality(test_results, server_decision_mirrors_distinct, threshold=stats.default_threshold)
+    mirrors_rejected = 1.0 - distinct.recall_by_transform.get("hflip", 1.0)
+    others = [r for name, r in distinct.recall_by_transform.items() if name != "hflip"]
+    unmirrored_kept = sum(others) / len(others) if others else 1.0
     text = "\n".join([
         f"model {model.name} (version {model.version}, fallback={model.fallback}); test split: "
         f"{runs['test'].indexed} indexed photos",
@@ -90,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "TEST SPLIT (held out)",
         table(columns),
+        "",
+        f"flip_policy MIRROR_IS_DISTINCT (test split, server default threshold): mirrored copies rejected "
+        f"{mirrors_rejected:.3f}, other copies still found {unmirrored_kept:.3f} (mean recall over transforms), "
+        f"false alarms {distinct.false_alarms}",
     ])
     grid = [float(t) for t in sweep_grid()]
     plot_curves(
@@ -111,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                    for name, s in splits.items()},
         "calibration_split_at_calibrated": calibration_quality.summary(),
         "test": {name: q.summary() for name, q in columns.items()},
+        "test_mirrors_distinct": {"mirrored_copies_rejected": mirrors_rejected,
+                                  "other_copies_found": unmirrored_kept, "quality": distinct.summary()},
         "raw_test": [
             {"id": r.id, "expected": r.expected, "candidates": [(c.id, round(c.similarity, 4)) for c in r.candidates]}
             for r in test_results
@@ -132,7 +155,27 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("wrote %s: %s -> %.4f", CALIBRATIONS_PATH, model.name, chosen)
     print(text)
     print(f"report: {args.out / 'report.json'}, {args.out / 'report.txt'}, {args.out / 'pr_curve.png'}")
+    if args.require_targets:
+        official = next(iter(columns.values()))
+        misses = _missed_targets(official)
+        for miss in misses:
+            print(f"TARGET MISSED: {miss}")
+        return 1 if misses else 0
     return 0
+
+
+def _missed_targets(official: Quality) -> list[str]:
+    misses = []
+    if min(official.precision, official.match_precision) < MIN_PRECISION:
+        misses.append(f"precision {official.precision:.4f} / match precision {official.match_precision:.4f} "
+                      f"< {MIN_PRECISION}")
+    if official.recall < MIN_RECALL:
+        misses.append(f"recall {official.recall:.4f} < {MIN_RECALL}")
+    for transform in sorted(MUST_FIND):
+        recall = official.recall_by_transform.get(transform, 0.0)
+        if recall < 1.0:
+            misses.append(f"recall of {transform} {recall:.4f} < 1.0")
+    return misses
 
 
 if __name__ == "__main__":

@@ -58,6 +58,10 @@ def server_decision(result: QueryResult) -> Sequence[str]:
     return result.decided
 
 
+def server_decision_mirrors_distinct(result: QueryResult) -> Sequence[str]:
+    return result.decided_mirrors_distinct
+
+
 def quality(results: Sequence[QueryResult], decide: Decide, *, threshold: float | None = None) -> Quality:
     tp = fp = wrong = alarms = listed = listed_wrong = 0
     missed: list[str] = []

@@ -31,5 +31,6 @@ def run_split(split: Split) -> Sequence[QueryResult]:
             id=query.id, transform=query.transform, expected=query.expected,
             candidates=[Candidate(photo_id, 1 - distance / 64) for distance, photo_id in ranked],
             decided=[photo_id for distance, photo_id in ranked if distance <= MAX_DISTANCE],
+            decided_mirrors_distinct=(),  # pHash has no flip policy
         ))
     return results

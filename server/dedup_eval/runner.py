@@ -1,8 +1,8 @@
 """Drive the running service through its gRPC API: IndexStream the originals, CheckDuplicate every query.
 
-Each query is checked twice: once with a near-zero threshold, to record the raw similarities (for the
-precision-recall curve and calibration), and once with threshold 0, i.e. exactly as a client using the server's
-default decides (the official numbers).
+Each query is checked three times: once with a near-zero threshold, to record the raw similarities (for the
+precision-recall curve and calibration), once with threshold 0, i.e. exactly as a client using the server's
+default decides (the official numbers), and once more with flip_policy MIRROR_IS_DISTINCT.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from dedup_client import DedupClient, IndexItem
+from dedup_client import DedupClient, FlipPolicy, IndexItem
 from tqdm import tqdm
 
 from .benchmark import Query, Split
@@ -38,6 +38,7 @@ class QueryResult:
     expected: str | None
     candidates: Sequence[Candidate]  # raw: best first, similarity >= RAW_THRESHOLD
     decided: Sequence[str]  # the server's own matches at its default threshold, best first
+    decided_mirrors_distinct: Sequence[str]  # the same, with flip_policy MIRROR_IS_DISTINCT
 
     @property
     def best(self) -> Candidate | None:
@@ -70,10 +71,12 @@ def run_split(client: DedupClient, split: Split, *, concurrency: int = 8) -> Spl
     def check(query: Query) -> QueryResult:
         raw = client.check(query.image, collection=collection, threshold=RAW_THRESHOLD, top_k=TOP_K)
         decided = client.check(query.image, collection=collection)
+        distinct = client.check(query.image, collection=collection, flip_policy=FlipPolicy.MIRROR_IS_DISTINCT)
         return QueryResult(
             id=query.id, transform=query.transform, expected=query.expected,
             candidates=[Candidate(m.id, m.similarity) for m in raw.matches],
             decided=[m.id for m in decided.matches],
+            decided_mirrors_distinct=[m.id for m in distinct.matches],
         )
 
     try:

@@ -57,7 +57,8 @@ def _watermark(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     font = ImageFont.load_default(size=max(12, height // 8))
     box = draw.textbbox((0, 0), text, font=font)
     x = (width - (box[2] - box[0])) // 2
-    y = int(rng.integers(height // 4, max(height // 4 + 1, 3 * height // 4 - (box[3] - box[1]))))
+    text_height = int(box[3] - box[1])
+    y = int(rng.integers(height // 4, max(height // 4 + 1, 3 * height // 4 - text_height)))
     draw.text((x, y), text, font=font, fill=(255, 255, 255, 150), stroke_width=2, stroke_fill=(0, 0, 0, 110))
     caption_font = ImageFont.load_default(size=max(10, height // 24))
     draw.text((width // 50, height - height // 15), "(c) 2026 example.com", font=caption_font,

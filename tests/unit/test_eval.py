@@ -78,7 +78,7 @@ def _result(query_id: str, expected: str | None, *candidates: tuple[str, float])
     transform = query_id.split("/")[1]
     return QueryResult(id=query_id, transform=transform, expected=expected,
                        candidates=[Candidate(i, s) for i, s in candidates],
-                       decided=[i for i, s in candidates if s >= 0.5])
+                       decided=[i for i, s in candidates if s >= 0.5], decided_mirrors_distinct=())
 
 
 RESULTS = [
