@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from . import metrics
 from .errors import BackendError, BackendUnavailable, InvalidRequest
-from .triton_shm import SharedMemoryPool, wants_shared_memory
+from .triton_shm import PoolClosed, SharedMemoryPool, wants_shared_memory
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ class TritonEmbedder:
         if pool is not None and 0 < len(images) <= pool.max_batch:
             try:
                 embeddings = await self._infer_shared_memory(pool, images, timeout)
+            except PoolClosed:
+                pass  # released by the health check (Triton went away) while this batch waited: the wire
             except InferenceServerException as exc:
                 if "shared memory" not in (exc.message() or "").lower():
                     raise _backend_error("inference", exc) from exc

@@ -13,7 +13,7 @@ import dataclasses
 import enum
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TypeVar
 
@@ -361,11 +361,13 @@ class DedupService:
             pixels = await asyncio.get_running_loop().run_in_executor(
                 self._decode_pool, decode_image, image, self._decode_limits
             )
-        vector = await self.embed_batcher.submit(_EmbedJob(pixels, caller), wait_for_room=wait_for_room)
+        vector = await _before(
+            caller, self.embed_batcher.submit(_EmbedJob(pixels, caller), wait_for_room=wait_for_room), "Triton"
+        )
         return vector, layout_of(pixels)
 
     async def _write(self, job: _WriteJob, *, wait_for_room: bool = False) -> _WriteResult:
-        result = await self.write_batcher.submit(job, wait_for_room=wait_for_room)
+        result = await _before(job.deadline, self.write_batcher.submit(job, wait_for_room=wait_for_room), "Milvus")
         if isinstance(result, DedupError):
             raise result
         return result
@@ -473,6 +475,17 @@ class _AtMost:
                 return
             count += 1
             yield item
+
+
+async def _before(caller: Deadline | None, batched: Awaitable[T], backend: str) -> T:
+    """Await a batched job, but no longer than its caller's deadline: a batch serves its latest caller (see
+    `backend_deadline`), and an earlier one still gets our UNAVAILABLE rather than its own DEADLINE_EXCEEDED."""
+    if caller is None:
+        return await batched
+    try:
+        return await asyncio.wait_for(batched, max(0.0, caller.remaining()))
+    except TimeoutError as exc:
+        raise BackendUnavailable(f"{backend} did not answer before the caller's deadline") from exc
 
 
 def _without(hits: Sequence[Hit], image_id: str) -> list[Hit]:

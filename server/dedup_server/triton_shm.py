@@ -54,14 +54,23 @@ class _Region:
     output_offset: int
 
 
+class PoolClosed(Exception):
+    """The pool was closed (Triton went away) before this batch got a region: send it over the wire."""
+
+
 class SharedMemoryPool:
-    """Registered system shared-memory regions, each big enough for one batch of ``max_batch`` images."""
+    """Registered system shared-memory regions, each big enough for one batch of ``max_batch`` images.
+
+    Closing it (Triton went away) destroys the free regions at once, and each region still in use when its batch
+    ends: a batch in flight across a Triton hang still reads its answer from its region.
+    """
 
     def __init__(
         self, *, regions: Sequence[_Region], max_batch: int, image_shape: tuple[int, int, int], embedding_dim: int
     ) -> None:
-        self._all = tuple(regions)
-        self._free: asyncio.Queue[_Region] = asyncio.Queue()
+        self._free: asyncio.Queue[_Region | None] = asyncio.Queue()  # None: closed
+        self._closed = False
+        self._closing_client: triton_aio.InferenceServerClient | None = None
         for region in regions:
             self._free.put_nowait(region)
         self.max_batch = max_batch
@@ -106,6 +115,9 @@ class SharedMemoryPool:
         """A free region holding ``images``, and the inputs/outputs that name it; the region is reused after."""
         count = len(images)
         region = await self._free.get()
+        if region is None:
+            self._free.put_nowait(None)  # wakes the next waiter too
+            raise PoolClosed("Triton shared memory was released")
         try:
             # Each decoded image is copied once, straight into the region (no np.stack, no protobuf).
             shm.set_shared_memory_region(region.handle, list(images))
@@ -115,7 +127,10 @@ class SharedMemoryPool:
             output.set_shared_memory(region.name, count * self._embedding_dim * 4, offset=region.output_offset)
             yield [request], [output], region
         finally:
-            self._free.put_nowait(region)
+            if self._closed:
+                await _release(self._closing_client, [region])
+            else:
+                self._free.put_nowait(region)
 
     def embeddings(self, region: _Region, count: int) -> np.ndarray:
         """The embeddings Triton wrote into ``region``, copied out (the region is reused by the next batch)."""
@@ -125,8 +140,15 @@ class SharedMemoryPool:
         return np.array(view, copy=True)
 
     async def close(self, client: triton_aio.InferenceServerClient | None) -> None:
-        """Unregister (when Triton is still there) and destroy every region."""
-        await _release(client, self._all)
+        """Unregister (when Triton is still there) and destroy every region, those in use once their batch ends."""
+        self._closed, self._closing_client = True, client
+        free = []
+        while not self._free.empty():
+            region = self._free.get_nowait()
+            if region is not None:
+                free.append(region)
+        self._free.put_nowait(None)
+        await _release(client, free)
 
 
 async def _release(client: triton_aio.InferenceServerClient | None, regions: Sequence[_Region]) -> None:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 from dedup_client import DedupClient, DedupError, IndexItem, IndexStatus
+from dedup_load.audit import MilvusAudit
 from dedup_load.stack import KillableStack
 
-from tests.integration.fault_kit import StoredIds, distinct_images, items
+from tests.integration.fault_kit import distinct_images, items
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,8 +34,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KillableStack]:
 
 
 @pytest.fixture(scope="module")
-def stored(stack: KillableStack) -> Iterator[StoredIds]:
-    reader = StoredIds(stack.milvus_uri)
+def stored(stack: KillableStack) -> Iterator[MilvusAudit]:
+    reader = MilvusAudit(stack.milvus_uri)
     yield reader
     reader.close()
 
@@ -73,7 +74,7 @@ def _acknowledged_until_the_stream_breaks(
 
 
 def _assert_exactly_once(
-    stored: StoredIds, collection: str, acked: set[str], sent: list[IndexItem], client: DedupClient
+    stored: MilvusAudit, collection: str, acked: set[str], sent: list[IndexItem], client: DedupClient
 ) -> None:
     before = stored.ids(collection)
     assert len(before) == len(set(before)), "an id is stored twice"
@@ -87,7 +88,7 @@ def _assert_exactly_once(
 
 
 def test_front_killed_mid_stream_loses_nothing_acknowledged_and_resending_adds_no_duplicate(
-    stack: KillableStack, stored: StoredIds, images: list[bytes]
+    stack: KillableStack, stored: MilvusAudit, images: list[bytes]
 ) -> None:
     collection = "front_killed"
     sent = items(images, prefix="killed", collection=collection)
@@ -102,7 +103,7 @@ def test_front_killed_mid_stream_loses_nothing_acknowledged_and_resending_adds_n
 
 
 def test_sigterm_drains_in_flight_items_and_loses_nothing_acknowledged(
-    stack: KillableStack, stored: StoredIds, images: list[bytes]
+    stack: KillableStack, stored: MilvusAudit, images: list[bytes]
 ) -> None:
     collection = "front_terminated"
     sent = items(images, prefix="terminated", collection=collection)

@@ -11,14 +11,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from dedup_client import DedupClient, DedupError, IndexStatus
+from dedup_load.audit import MilvusAudit
 from dedup_load.health import SERVING, HealthLog
 from dedup_load.stack import KillableStack
 
-from tests.integration.fault_kit import StoredIds, distinct_images, items
+from tests.integration.fault_kit import distinct_images, items
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,8 +35,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KillableStack]:
 
 
 @pytest.fixture(scope="module")
-def stored(stack: KillableStack) -> Iterator[StoredIds]:
-    reader = StoredIds(stack.milvus_uri)
+def stored(stack: KillableStack) -> Iterator[MilvusAudit]:
+    reader = MilvusAudit(stack.milvus_uri)
     yield reader
     reader.close()
 
@@ -54,7 +56,7 @@ def _restart_after_not_serving(stack: KillableStack, health: HealthLog, backend:
 
 @pytest.mark.parametrize("backend", ["triton", "milvus"])
 def test_backend_killed_mid_stream_items_are_retried_and_health_recovers(
-    stack: KillableStack, stored: StoredIds, images: list[bytes], backend: str
+    stack: KillableStack, stored: MilvusAudit, images: list[bytes], backend: str
 ) -> None:
     collection = f"killed_{backend}"
     sent = items(images, prefix=backend, collection=collection)
@@ -92,20 +94,25 @@ def test_hung_backends_answer_unavailable_within_the_deadline_then_recover(
         for backend in ("triton", "milvus"):
             paused_at = time.monotonic()
             stack.pause(backend)
-            try:
-                # Milvus is paused only briefly: its components exit when their etcd leases (10 s) run out.
-                started = time.monotonic()
-                with pytest.raises(DedupError) as caught:
-                    client.check(images[1], collection=collection, timeout=3)
-                elapsed = time.monotonic() - started
-                assert caught.value.code == "UNAVAILABLE", caught.value
-                assert elapsed < 3, f"{backend}: answered after {elapsed:.1f} s, past the caller's deadline"
-                if backend == "triton":
-                    # A stream item within the stream's deadline: FAILED, and the stream still ends normally.
-                    [result] = client.index(items(images[2:3], prefix="hung", collection=collection), timeout=3)
-                    assert result.status is IndexStatus.FAILED and "Triton" in result.error, result
-                    health.wait_for("NOT_SERVING", since=paused_at, timeout_s=15)
-            finally:
-                stack.resume(backend)
+            with ThreadPoolExecutor(1) as patient_caller:
+                try:
+                    # A caller with time to spare is answered once the backend is back.
+                    patient = patient_caller.submit(client.check, images[0], collection=collection, timeout=40)
+                    # Milvus is paused only briefly: its components exit when their etcd leases (10 s) run out.
+                    started = time.monotonic()
+                    with pytest.raises(DedupError) as caught:
+                        client.check(images[1], collection=collection, timeout=3)
+                    elapsed = time.monotonic() - started
+                    assert caught.value.code == "UNAVAILABLE", caught.value
+                    assert elapsed < 3, f"{backend}: answered after {elapsed:.1f} s, past the caller's deadline"
+                    if backend == "triton":
+                        # A stream item within the stream's deadline: FAILED, and the stream still ends normally.
+                        [result] = client.index(items(images[2:3], prefix="hung", collection=collection), timeout=3)
+                        assert result.status is IndexStatus.FAILED and "Triton" in result.error, result
+                        # The front lets go of what it held of Triton (shared memory) while the call waits.
+                        health.wait_for("NOT_SERVING", since=paused_at, timeout_s=15)
+                finally:
+                    stack.resume(backend)
+                assert patient.result(timeout=40).matches[0].id == "first"
             health.wait_until(SERVING, timeout_s=30)  # a brief Milvus pause may not flip it at all
             assert client.check(images[0], collection=collection, timeout=30).matches[0].id == "first"
