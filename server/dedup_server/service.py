@@ -358,13 +358,14 @@ class DedupService:
     ) -> tuple[np.ndarray, str]:
         """The image's embedding and its layout (layout.py), from one decode."""
         with tracer.start_as_current_span("decode"):
-            pixels = await asyncio.get_running_loop().run_in_executor(
-                self._decode_pool, decode_image, image, self._decode_limits
+            # The layout is computed in the decode thread too: CPU work stays off the event loop.
+            pixels, layout = await asyncio.get_running_loop().run_in_executor(
+                self._decode_pool, _decode_with_layout, image, self._decode_limits
             )
         vector = await _before(
             caller, self.embed_batcher.submit(_EmbedJob(pixels, caller), wait_for_room=wait_for_room), "Triton"
         )
-        return vector, layout_of(pixels)
+        return vector, layout
 
     async def _write(self, job: _WriteJob, *, wait_for_room: bool = False) -> _WriteResult:
         result = await _before(job.deadline, self.write_batcher.submit(job, wait_for_room=wait_for_room), "Milvus")
@@ -475,6 +476,11 @@ class _AtMost:
                 return
             count += 1
             yield item
+
+
+def _decode_with_layout(image: bytes, limits: DecodeLimits) -> tuple[np.ndarray, str]:
+    pixels = decode_image(image, limits)
+    return pixels, layout_of(pixels)
 
 
 async def _before(caller: Deadline | None, batched: Awaitable[T], backend: str) -> T:
