@@ -33,7 +33,7 @@ from dedup_modelbuild.errors import (  # noqa: E402
     WeightsUnavailable,
 )
 from dedup_modelbuild.export import export_onnx  # noqa: E402
-from dedup_modelbuild.graph import EmbeddingGraph  # noqa: E402
+from dedup_modelbuild.graph import LUMA_WEIGHTS, EmbeddingGraph  # noqa: E402
 from dedup_modelbuild.photos import load_calibration_photos, synthetic_photos  # noqa: E402
 from dedup_modelbuild.quantize import (  # noqa: E402
     build_int8,
@@ -92,11 +92,12 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_graph: EmbeddingGra
 # --- graph and export -------------------------------------------------------------------------------
 
 
-def test_graph_normalises_then_embeds_to_unit_length(tiny_graph: EmbeddingGraph) -> None:
+def test_graph_takes_luminance_normalises_then_embeds_to_unit_length(tiny_graph: EmbeddingGraph) -> None:
     images = random_images(3)
     with torch.no_grad():
         out = tiny_graph(torch.from_numpy(images)).numpy()
-        x = torch.from_numpy(images).float() / 255.0
+        grey = (torch.from_numpy(images).float() * torch.tensor(LUMA_WEIGHTS)).sum(dim=3, keepdim=True)
+        x = grey.expand(-1, -1, -1, 3) / 255.0
         x = (x - torch.tensor(MEAN)) / torch.tensor(STD)
         expected = tiny_graph.backbone(x.permute(0, 3, 1, 2)).numpy()
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
@@ -104,6 +105,12 @@ def test_graph_normalises_then_embeds_to_unit_length(tiny_graph: EmbeddingGraph)
     assert out.shape == (3, TINY_DIM) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(out, expected, atol=1e-5)
+    # Only luminance reaches the backbone: an image and its grey version embed the same.
+    grey_images = np.repeat(np.rint(images.astype(np.float32) @ np.array(LUMA_WEIGHTS, dtype=np.float32))
+                            .clip(0, 255).astype(np.uint8)[..., None], 3, axis=3)
+    with torch.no_grad():
+        out_grey = tiny_graph(torch.from_numpy(grey_images)).numpy()
+    np.testing.assert_allclose(np.sum(out * out_grey, axis=1), 1.0, atol=1e-3)
 
 
 def test_export_is_one_file_with_the_triton_interface(tiny_onnx: Path) -> None:
