@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/server:$(CURDIR)/clients/python:$(CURDIR)
 RESNET50_WEIGHTS ?= $(DEDUP_RESNET50_WEIGHTS)
 MODEL_STAMP := triton_models/embedder/1/model.onnx
 
-.PHONY: help setup model run test test-unit test-integration fuzz eval load chaos lint deploy-check proto proto-check clients-setup clients-build clients-examples clean
+.PHONY: help setup model run test test-unit test-integration fuzz eval bench load chaos lint deploy-check proto proto-check clients-setup clients-build clients-examples clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ fuzz: $(STAMP) ## fuzz the decoder and request validation longer than make test 
 EVAL_ARGS ?= $(if $(CALIBRATE),--calibrate) $(if $(DEDUP_TARGET),--target $(DEDUP_TARGET)) $(if $(REQUIRE_TARGETS),--require-targets)
 eval: $(STAMP) $(MODEL_STAMP) ## duplicate-decision quality through the gRPC API (CALIBRATE=1 also sets the default threshold)
 	$(PY) -m dedup_eval $(EVAL_ARGS)
+
+bench: $(STAMP) $(MODEL_STAMP) ## throughput/latency on real JPEGs, its own stack (~6 min): table, then one JSON line (BENCH_ARGS="--images 300")
+	$(PY) -m dedup_bench $(BENCH_ARGS)
 
 load: $(STAMP) $(MODEL_STAMP) ## 32 clients mix CheckDuplicate and IndexStream for 60 s on a stack of their own (LOAD_ARGS="--overload", "--target host:port", "--duration 15")
 	$(PY) -m dedup_load $(LOAD_ARGS)
