@@ -1,0 +1,62 @@
+"""The benchmark's pure parts: percentiles, target verdicts, synthetic vectors, exact search, the JSON line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from dedup_bench import report  # noqa: E402
+from dedup_bench.measure import Latency  # noqa: E402
+from dedup_bench.vectors import SweepResult, best_setting, exact_top1, synthetic_from_real  # noqa: E402
+
+
+def test_latency_percentiles_and_errors() -> None:
+    latency = Latency.of([i / 1000 for i in range(1, 101)], errors=2, wall_s=2.0)
+    assert latency.p50_ms == pytest.approx(50.5) and latency.p99_ms == pytest.approx(99.0)
+    assert (latency.requests, latency.errors, latency.rps) == (102, 2, 50.0)
+    assert np.isnan(Latency.of([], errors=3).p50_ms)
+
+
+def test_targets_need_every_ratio_and_say_unknown_when_missing() -> None:
+    result = {
+        "ratio_ingest_vs_model": 0.85, "ratio_ingest_vs_naive": 5.0, "ratio_check_p50_c1_vs_model_b1": 1.2,
+        "check_p99_ms_c32": 900.0,
+    }
+    verdicts = report.targets(result)
+    assert verdicts["ingest >= 0.8 x model alone"] is True
+    assert verdicts["ingest >= 6 x naive loop"] is False
+    assert verdicts["check p50 (c=1) <= 1.5 x model b1"] is True
+    assert verdicts["no errors at c=32"] is None  # not measured is not a pass
+
+
+def test_synthetic_vectors_are_unit_length_mixtures_near_the_real_ones() -> None:
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(50, 64)).astype(np.float32)
+    real /= np.linalg.norm(real, axis=1, keepdims=True)
+    synthetic = synthetic_from_real(real, 500)
+    assert synthetic.shape == (500, 64) and synthetic.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(synthetic, axis=1), 1.0, atol=1e-5)
+    assert np.median((synthetic @ real.T).max(axis=1)) > 0.6  # each is close to one of its two parents
+
+
+def test_exact_top1_and_best_setting() -> None:
+    stored = np.eye(4, dtype=np.float32)
+    queries = np.array([[0.1, 0.9, 0, 0], [0, 0, 0.2, 0.8]], dtype=np.float32)
+    assert exact_top1(stored, queries).tolist() == [1, 3]
+    slow_exact = SweepResult(index_type="HNSW", build_params={}, search_params={"ef": 128}, hit_at_1=1.0,
+                             search_p50_ms=5.0, build_s=1)
+    fast_exact = SweepResult(index_type="HNSW", build_params={}, search_params={"ef": 32}, hit_at_1=0.995,
+                             search_p50_ms=2.0, build_s=1)
+    fast_wrong = SweepResult(index_type="IVF_FLAT", build_params={}, search_params={"nprobe": 1}, hit_at_1=0.9,
+                             search_p50_ms=1.0, build_s=1)
+    assert best_setting([slow_exact, fast_exact, fast_wrong]) == fast_exact
+    assert best_setting([fast_wrong]) == fast_wrong
+
+
+def test_json_line_is_one_line_of_json() -> None:
+    line = report.json_line({"ingest_img_s": 1.5, "nested": {"a": [1, 2]}})
+    assert "\n" not in line and json.loads(line)["nested"] == {"a": [1, 2]}
