@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build embedder_trt/1/model.plan (TensorRT, FP16) from the ONNX that `make model` exported.
+# Build embedder_trt/1/model.plan (TensorRT, FP16) from the FP32 ONNX that `make model` exported.
 #
 # Run it on the GPU host, inside NVIDIA's TensorRT container of the SAME release (YY.MM) as the Triton
 # container that will serve it: an engine only loads with the TensorRT version and GPU model that built it.
@@ -10,7 +10,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-onnx="${ONNX:-$here/../embedder/1/model.onnx}"
+# The FP32 export (embedder/1/model.onnx is the CPU model's INT8 QDQ file: TensorRT would build INT8 from it).
+onnx="${ONNX:-$here/../embedder/1/model_fp32.onnx}"
 plan="${PLAN:-$here/1/model.plan}"
 trtexec="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"
 opt_batch="${OPT_BATCH:-32}"
