@@ -77,6 +77,54 @@ async def _embed_ab(triton_url: str, images: np.ndarray, *, batch: int, rounds: 
     return {mode: statistics.median(values) for mode, values in rates.items()}
 
 
+async def _embed_b1(triton_url: str, images: np.ndarray, *, runs: int = 60) -> measure.Latency:
+    """One image per Triton call, as CheckDuplicate at concurrency 1 sends it (shared memory when local)."""
+    embedder = TritonEmbedder(url=triton_url, model="embedder", timeout_s=60, max_message_bytes=64 << 20,
+                              shared_memory="auto", max_batch=1, shared_memory_regions=1)
+    try:
+        await embedder.embed([images[0]])
+        times = []
+        for i in range(runs):
+            started = time.perf_counter()
+            await embedder.embed([images[i % len(images)]])
+            times.append(time.perf_counter() - started)
+    finally:
+        await embedder.close()
+    return measure.Latency.of(times)
+
+
+def _check_breakdown(stack_triton: str, stack_milvus: str, jpegs: list[bytes], pixels: np.ndarray,
+                     config: ServerConfig, collection: str) -> dict[str, float]:
+    """p50 of each step of CheckDuplicate at concurrency 1, measured alone: decode, Triton (one image), search."""
+    from dedup_server.decode import DecodeLimits, decode_image
+    from dedup_server.index import CONSISTENCY, METADATA_FIELD, METRIC, VECTOR_FIELD
+    from pymilvus import MilvusClient
+
+    times = []
+    for data in jpegs[:60]:
+        started = time.perf_counter()
+        decode_image(data, DecodeLimits())
+        times.append(time.perf_counter() - started)
+    decode = measure.Latency.of(times)
+    triton = asyncio.run(_embed_b1(stack_triton, pixels))
+    session = measure.cpu_session(MODEL_REPOSITORY / "embedder" / "1" / "model.onnx")
+    vectors_ = measure.embed_all(session, pixels[:60])
+    client = MilvusClient(uri=stack_milvus)
+    times = []
+    try:
+        for vector in vectors_:
+            started = time.perf_counter()
+            client.search(config.collection_prefix + collection, data=[vector.tolist()], limit=config.default_top_k,
+                          anns_field=VECTOR_FIELD, output_fields=[METADATA_FIELD], consistency_level=CONSISTENCY,
+                          search_params={"metric_type": METRIC,
+                                         "params": config.index.search_params(config.default_top_k)})
+            times.append(time.perf_counter() - started)
+    finally:
+        client.close()
+    search = measure.Latency.of(times)
+    return {"decode_p50_ms": decode.p50_ms, "triton_b1_p50_ms": triton.p50_ms, "milvus_search_p50_ms": search.p50_ms}
+
+
 def _triton_counters(triton_url: str) -> tuple[int, int, int, int, int]:
     """(images, executions, requests, queue ns, compute ns) so far, from Triton's statistics."""
     import tritonclient.grpc as triton_grpc
@@ -151,6 +199,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             c1 = measure.check_sequential(client, check_queries, collection="bench_ingest_0")
         c32_queries = [queries[i % len(queries)] for i in range(args.c32_requests)]
         c32 = measure.check_concurrent(stack.target, c32_queries, collection="bench_ingest_0", concurrency=32)
+        result["check_c1_parts"] = _check_breakdown(stack.triton_url, stack.milvus_uri, list(jpegs), pixels, config,
+                                                    "bench_ingest_0")
         for name, latency in (("c1", c1), ("c32", c32)):
             result[f"check_p50_ms_{name}"], result[f"check_p99_ms_{name}"] = latency.p50_ms, latency.p99_ms
             result[f"check_errors_{name}"], result[f"check_rps_{name}"] = latency.errors, latency.rps
@@ -158,20 +208,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["ratio_ingest_vs_naive"] = round(result["ingest_img_s"] / result["naive_img_s"], 2)
         result["ratio_check_p50_c1_vs_model_b1"] = round(result["check_p50_ms_c1"] / result["model_p50_ms_b1"], 2)
 
-        real, real_queries = vectors.real_embeddings(session, sources, count=args.real_vectors, queries=300)
+        real = vectors.real_embeddings(session, sources, count=args.real_vectors, queries=300)
         if args.sweep:
-            sweep = vectors.sweep(stack.milvus_uri, real, real_queries)
+            sweep = vectors.sweep(stack.milvus_uri, real)
             result["sweep"] = [dataclasses.asdict(r) for r in sweep]
             best = vectors.best_setting(sweep)
             result["index_recommendation"] = dataclasses.asdict(best) if best else None
         if sizes:
-            at_sizes = vectors.search_at_sizes(stack.milvus_uri, real, real_queries, sizes=sizes, index=config.index)
+            at_sizes = vectors.search_at_sizes(stack.milvus_uri, real, sizes=sizes, index=config.index)
             result["search"] = [dataclasses.asdict(r) for r in at_sizes]
             for size in at_sizes:
                 label = f"{size.vectors // 1000}k"
                 result[f"search_p50_ms_{label}"] = size.search.p50_ms
                 result[f"search_p99_ms_{label}"] = size.search.p99_ms
-        result["milvus_vector_encoding"] = vectors.tolist_cost_us(real.shape[1])
+        result["milvus_vector_encoding"] = vectors.tolist_cost_us(real.stored.shape[1])
     shutil.rmtree(run_dir, ignore_errors=True)
     result["load_avg_end"] = round(os.getloadavg()[0], 2)
     result["targets"] = report.targets(result)

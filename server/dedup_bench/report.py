@@ -52,6 +52,9 @@ def table(result: Mapping[str, Any]) -> str:
         ("ingest / naive", f"{result['ratio_ingest_vs_naive']:.1f}", "target >= 6"),
         ("CheckDuplicate c=1 p50 / p99", f"{result['check_p50_ms_c1']:.1f} / {result['check_p99_ms_c1']:.1f} ms",
          f"{result['ratio_check_p50_c1_vs_model_b1']:.2f} x model b1 (target <= 1.5)"),
+        ("  c=1 steps alone (p50)", f"{sum(result['check_c1_parts'].values()):.1f} ms",
+         ", ".join(f"{k.removesuffix('_p50_ms')} {v:.1f}" for k, v in result["check_c1_parts"].items())
+         + "; the rest is gRPC and the front"),
         ("CheckDuplicate c=32 p50 / p99", f"{result['check_p50_ms_c32']:.1f} / {result['check_p99_ms_c32']:.1f} ms",
          f"{result['check_errors_c32']} errors, {result['check_rps_c32']:.0f} req/s (target p99 <= 1500 ms)"),
         ("Triton mean batch / queue", f"{result['triton_mean_batch']:.1f} / {result['triton_queue_ms']:.1f} ms",
@@ -68,17 +71,18 @@ def table(result: Mapping[str, Any]) -> str:
         ))
     best = result.get("index_recommendation")
     if best:
-        rows.append(("index by hit@1 (real embeddings)", f"{best['hit_at_1']:.3f}",
-                     f"{best['index_type']} {best['build_params']} {best['search_params']}, "
+        rows.append(("index by hit@1 (real embeddings)", f"{best['hit_at_1']:.3f} / {best['hit_at_1_heavy']:.3f}",
+                     f"light/heavy copies; {best['index_type']} {best['build_params']} {best['search_params']}, "
                      f"{best['search_p50_ms']:.1f} ms"))
     parts = [_table("dedup benchmark (one run: every ratio under the same machine load)",
                     ("measure", "value", "note"), rows)]
     if result.get("sweep"):
         parts.append(_table(
             "index settings: hit@1 against exact search, real embeddings",
-            ("index", "build", "search", "hit@1", "p50 ms", "build s"),
+            ("index", "build", "search", "hit@1 light", "hit@1 heavy", "p50 ms", "build s"),
             [(r["index_type"], str(r["build_params"]), str(r["search_params"]), f"{r['hit_at_1']:.3f}",
-              f"{r['search_p50_ms']:.1f}", f"{r['build_s']:.1f}") for r in result["sweep"]],
+              f"{r['hit_at_1_heavy']:.3f}", f"{r['search_p50_ms']:.1f}", f"{r['build_s']:.1f}")
+             for r in result["sweep"]],
         ))
     parts.append("\n".join(
         f"  {'PASS' if ok else ('n/a ' if ok is None else 'FAIL')}  {name}" for name, ok in result["targets"].items()

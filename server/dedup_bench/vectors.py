@@ -41,6 +41,10 @@ class SweepResult:
     build_params: dict[str, int]
     search_params: dict[str, int]
     hit_at_1: float
+    """Light copies (re-encoded at JPEG q=60, exposure +5 %)."""
+    hit_at_1_heavy: float
+    """Heavy edits (another crop of 45-100 %, maybe mirrored, exposure and contrast changed): the exact top hit
+    is often another image, so this is where an approximate index loses."""
     search_p50_ms: float
     build_s: float
 
@@ -55,25 +59,38 @@ class SizeResult:
     search_params: dict[str, int]
     search: Latency
     hit_at_1: float
+    """Heavy-edit queries (see SweepResult.hit_at_1_heavy) against exact search over the whole collection."""
     insert_rows_s: float
     index_wait_s: float
 
 
+@dataclasses.dataclass(frozen=True)
+class RealEmbeddings:
+    stored: np.ndarray
+    light: np.ndarray
+    """Queries: light copies of the first stored images."""
+    heavy: np.ndarray
+    """Queries: heavy edits of the first stored images."""
+
+
 def real_embeddings(
     session: ort.InferenceSession, photos: Sequence[Image.Image], *, count: int, queries: int, seed: int = 7
-) -> tuple[np.ndarray, np.ndarray]:
-    """(stored, query) embeddings: ``count`` seeded crops of the photos, and a lightly re-encoded copy (JPEG q=60,
-    slight exposure change) of the first ``queries`` of them."""
+) -> RealEmbeddings:
+    """Embeddings of ``count`` seeded crops of real photos, and of light and heavy copies of ``queries`` of them."""
     rng = np.random.default_rng(seed)
     crops = [variant(photos[i % len(photos)], rng) for i in tqdm(range(count), desc="crops", unit="img", leave=False)]
     stored = np.stack([to_input(crop) for crop in crops])
-    copies = []
+    light, heavy = [], []
     for crop in crops[:queries]:
         out = io.BytesIO()
         crop.point(lambda v: min(255, int(v * 1.05))).save(out, format="JPEG", quality=60)
-        copies.append(to_input(Image.open(io.BytesIO(out.getvalue()))))
-    logger.info("embedding %d real crops and %d query copies", count, queries)
-    return embed_all(session, stored), embed_all(session, np.stack(copies))
+        light.append(to_input(Image.open(io.BytesIO(out.getvalue()))))
+        heavy.append(to_input(variant(crop, rng)))
+    logger.info("embedding %d real crops and 2 x %d query copies", count, queries)
+    return RealEmbeddings(
+        stored=embed_all(session, stored), light=embed_all(session, np.stack(light)),
+        heavy=embed_all(session, np.stack(heavy)),
+    )
 
 
 def synthetic_from_real(real: np.ndarray, count: int, *, seed: int = 11) -> np.ndarray:
@@ -134,6 +151,10 @@ class _Collection:
             time.sleep(0.5)
         else:
             logger.warning("index of %s not finished after %.0f s", self.name, timeout_s)
+        # The collection was loaded at creation, so the query node holds the new segments as raw data and searches
+        # them brute force until it reloads them (measured on 2.3.5: IVF nprobe=1 still found the exact top hit
+        # for 100 % of random queries, 12 % after a reload). Reload, or the sweep would measure FLAT every time.
+        self.client.release_collection(self.name)
         self.client.load_collection(self.name)
         return time.perf_counter() - started
 
@@ -180,9 +201,10 @@ SWEEP: tuple[tuple[str, dict[str, int], tuple[dict[str, int], ...]], ...] = (
 )
 
 
-def sweep(uri: str, stored: np.ndarray, queries: np.ndarray) -> list[SweepResult]:
+def sweep(uri: str, real: RealEmbeddings) -> list[SweepResult]:
     """hit@1 against exact search for each (index, build, search) setting, on real embeddings."""
-    truth = exact_top1(stored, queries)
+    stored = real.stored
+    truth, truth_heavy = exact_top1(stored, real.light), exact_top1(stored, real.heavy)
     client = _client(uri)
     results = []
     try:
@@ -194,11 +216,12 @@ def sweep(uri: str, stored: np.ndarray, queries: np.ndarray) -> list[SweepResult
                 collection.wait_indexed()
                 build_s = time.perf_counter() - started
                 for params in searches:
-                    top = collection.search(queries, params)
+                    top, top_heavy = collection.search(real.light, params), collection.search(real.heavy, params)
                     results.append(SweepResult(
                         index_type=index_type, build_params=build, search_params=params,
                         hit_at_1=round(float(np.mean(top == truth)), 4),
-                        search_p50_ms=collection.latency(queries, params, count=40).p50_ms,
+                        hit_at_1_heavy=round(float(np.mean(top_heavy == truth_heavy)), 4),
+                        search_p50_ms=collection.latency(real.heavy, params, count=40).p50_ms,
                         build_s=round(build_s, 1),
                     ))
             finally:
@@ -216,9 +239,10 @@ def _sizes(sizes: Sequence[int]) -> Iterator[tuple[int, int]]:
 
 
 def search_at_sizes(
-    uri: str, real: np.ndarray, queries: np.ndarray, *, sizes: Sequence[int], index: IndexConfig
+    uri: str, embeddings: RealEmbeddings, *, sizes: Sequence[int], index: IndexConfig
 ) -> list[SizeResult]:
     """Grow one collection (the service's index settings) through ``sizes``; measure single-query search at each."""
+    real, queries = embeddings.stored, embeddings.heavy
     total = max(sizes)
     synthetic = synthetic_from_real(real, max(0, total - len(real)))
     vectors = np.concatenate([real, synthetic])[:total]
@@ -265,8 +289,8 @@ def tolist_cost_us(dim: int) -> dict[str, float]:
 
 
 def best_setting(results: Sequence[SweepResult], *, min_hit: float = 0.99) -> SweepResult | None:
-    """The fastest setting whose hit@1 is at least ``min_hit`` (else the most accurate)."""
-    good = [r for r in results if r.hit_at_1 >= min_hit]
+    """The fastest setting whose hit@1 (light and heavy) is at least ``min_hit``, else the most accurate."""
+    good = [r for r in results if min(r.hit_at_1, r.hit_at_1_heavy) >= min_hit]
     if good:
-        return min(good, key=lambda r: (r.search_p50_ms, -r.hit_at_1))
-    return max(results, key=lambda r: r.hit_at_1) if results else None
+        return min(good, key=lambda r: (r.search_p50_ms, -r.hit_at_1_heavy))
+    return max(results, key=lambda r: (r.hit_at_1_heavy, r.hit_at_1)) if results else None

@@ -47,12 +47,13 @@ def test_exact_top1_and_best_setting() -> None:
     stored = np.eye(4, dtype=np.float32)
     queries = np.array([[0.1, 0.9, 0, 0], [0, 0, 0.2, 0.8]], dtype=np.float32)
     assert exact_top1(stored, queries).tolist() == [1, 3]
-    slow_exact = SweepResult(index_type="HNSW", build_params={}, search_params={"ef": 128}, hit_at_1=1.0,
-                             search_p50_ms=5.0, build_s=1)
-    fast_exact = SweepResult(index_type="HNSW", build_params={}, search_params={"ef": 32}, hit_at_1=0.995,
-                             search_p50_ms=2.0, build_s=1)
-    fast_wrong = SweepResult(index_type="IVF_FLAT", build_params={}, search_params={"nprobe": 1}, hit_at_1=0.9,
-                             search_p50_ms=1.0, build_s=1)
+    def setting(search: dict[str, int], light: float, heavy: float, p50_ms: float) -> SweepResult:
+        return SweepResult(index_type="HNSW", build_params={}, search_params=search, hit_at_1=light,
+                           hit_at_1_heavy=heavy, search_p50_ms=p50_ms, build_s=1)
+
+    slow_exact = setting({"ef": 128}, 1.0, 1.0, 5.0)
+    fast_exact = setting({"ef": 32}, 0.995, 0.99, 2.0)
+    fast_wrong = setting({"ef": 4}, 0.9, 0.8, 1.0)
     assert best_setting([slow_exact, fast_exact, fast_wrong]) == fast_exact
     assert best_setting([fast_wrong]) == fast_wrong
 
