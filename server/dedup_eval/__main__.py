@@ -45,13 +45,13 @@ MIN_RECALL = 0.985  # overall, on the test split; the MUST_FIND transforms need 
 
 
 @contextlib.contextmanager
-def _service(target: str | None, work_dir: Path) -> Iterator[str]:
+def _service(target: str | None, work_dir: Path, model_repository: Path) -> Iterator[str]:
     if target:
         yield target
         return
     from dedup_stack.ephemeral import ephemeral_stack
 
-    with ephemeral_stack(work_dir / "stack") as stack:
+    with ephemeral_stack(work_dir / "stack", model_repository=model_repository) as stack:
         yield stack.target
 
 
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the Debian photo packages are unpacked")
     parser.add_argument("--calibrate", action="store_true",
                         help=f"choose the default threshold on the calibration split; write {CALIBRATIONS_PATH.name}")
+    parser.add_argument("--model-repository", type=Path, default=REPO_DIR / "triton_models",
+                        help="the Triton model repository the started stack serves (e.g. an FP32 build to compare)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--require-targets", action="store_true",
                         help="exit 1 unless the server's default meets the targets on the test split (CI)")
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%s split: %d indexed photos, %d distractor photos", split.name, len(split.indexed),
                     len(split.distractors))
 
-    with _service(args.target, args.out) as target, DedupClient(target, timeout=120) as client:
+    with _service(args.target, args.out, args.model_repository) as target, DedupClient(target, timeout=120) as client:
         stats = client.stats()
         runs = {name: run_split(client, split, concurrency=args.concurrency) for name, split in splits.items()}
     model = stats.model
