@@ -40,6 +40,8 @@ FP32_ONNX_FILE: Final = Path("1") / "model_fp32.onnx"
 PRECISIONS: Final = ("int8", "fp32")
 # onnxruntime.quantization.CalibrationMethod names (spelled out: importing the quantiser here would import torch).
 CALIBRATION_METHODS: Final = ("MinMax", "Entropy", "Percentile", "Distribution")
+# Bump when quantize.py makes a different INT8 model from the same FP32 file (2: the first 6 convolutions FP32).
+QUANTIZATION_RECIPE: Final = 2
 CARD_FILE: Final = "model_card.json"
 
 
@@ -124,7 +126,9 @@ def _served_up_to_date(card: ModelCard, options: BuildOptions, onnx_path: Path) 
     if card.precision != options.precision:
         return False
     if options.precision == "int8" and (
-        card.quantization is None or card.quantization.method != options.calibration_method
+        card.quantization is None
+        or card.quantization.method != options.calibration_method
+        or card.quantization.recipe != QUANTIZATION_RECIPE
     ):
         return False
     return _file_matches(onnx_path, card.onnx)
@@ -231,7 +235,7 @@ def _quantize(options: BuildOptions, fp32_path: Path, onnx_path: Path) -> Quanti
         return None
     logger.info("quantising to INT8 with %d calibration photos from %s (%s)", len(calibration), source,
                 options.calibration_method)
-    return build_int8(
+    report = build_int8(
         fp32_path,
         onnx_path,
         calibration_photos=calibration,
@@ -240,6 +244,7 @@ def _quantize(options: BuildOptions, fp32_path: Path, onnx_path: Path) -> Quanti
         compare_source=str(options.verify_images),
         method=options.calibration_method,
     )
+    return dataclasses.replace(report, recipe=QUANTIZATION_RECIPE)
 
 
 def _install_served(options: BuildOptions, card: ModelCard, fp32_path: Path, onnx_path: Path) -> ModelCard:

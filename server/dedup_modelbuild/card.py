@@ -69,8 +69,11 @@ class QuantizationReport:
     median_cosine_int8_vs_fp32: float
     min_cosine_int8_vs_fp32: float
     fp32_nodes: int
-    """Nodes kept in FP32 on purpose: the input normalisation (head) and pooling + L2 normalisation (tail)."""
+    """Nodes kept in FP32 on purpose: the input normalisation and the first convolutions (head), pooling and L2
+    normalisation (tail)."""
     seconds: float
+    recipe: int = 1
+    """build.QUANTIZATION_RECIPE it was made with: a newer recipe re-quantises."""
 
 
 @dataclass(frozen=True, kw_only=True)
