@@ -40,7 +40,7 @@ def table(result: Mapping[str, Any]) -> str:
     """The human-readable report (everything but the JSON line)."""
     rows = [
         ("model alone (ORT, served file)", f"{result['model_img_s']:.1f} img/s", f"batch {result['batch_size']}, "
-         f"{result['precision']}"),
+         f"{result['precision']}, median of {result['model_runs']} (between the ingest runs)"),
         ("model alone b1 latency p50", f"{result['model_p50_ms_b1']:.1f} ms", ""),
         ("decode (front's decoder)", f"{result['decode_img_s']:.0f} img/s", f"{result['decode_threads']} threads"),
         ("Triton embed over the wire", f"{result['triton_wire_img_s']:.1f} img/s", "batch 32, sequential"),
