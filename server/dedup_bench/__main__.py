@@ -191,9 +191,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               for k, v in cpu.cpu_seconds(run_dir).items()}
                 rate, statuses = measure.ingest(client, jpegs, collection=f"bench_ingest_{i}")
                 runs.append(round(rate, 1))
+            cpu_after = cpu.cpu_seconds(run_dir)
             model_runs.append(round(measure.model_throughput(session, pixels, batch=batch, passes=1), 1))
             result["model_runs"], result["model_img_s"] = model_runs, statistics.median(model_runs)
-            cpu_after = cpu.cpu_seconds(run_dir)
             # Dynamic batching and CPU per image during the ingest runs only (warm-up items included).
             result.update(_triton_stats(triton_before, _triton_counters(stack.triton_url)))
             result["ingest_cpu_ms_per_img"] = cpu.per_image_ms(cpu_before, cpu_after, args.ingest_runs * len(jpegs))
