@@ -61,7 +61,7 @@ chaos: $(STAMP) $(MODEL_STAMP) ## load while Triton and Milvus are killed, hung 
 
 lint: $(STAMP) ## ruff and mypy (generated stubs excluded)
 	$(VENV)/bin/ruff check server clients/python/dedup_client tests
-	$(VENV)/bin/mypy server/dedup_server server/dedup_stack server/dedup_eval server/dedup_load clients/python/dedup_client
+	$(VENV)/bin/mypy server/dedup_server server/dedup_stack server/dedup_eval server/dedup_load server/dedup_bench clients/python/dedup_client
 
 deploy-check: $(STAMP) ## validate deploy/ offline: compose schema, Kubernetes manifests, Dockerfile lint, GPU model configs
 	bash deploy/check.sh
