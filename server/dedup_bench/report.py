@@ -69,6 +69,10 @@ def table(result: Mapping[str, Any]) -> str:
             f"p50/p99, {size['index_type']} {size['build_params']} {size['search_params']}, hit@1 {size['hit_at_1']}, "
             f"{size['synthetic_vectors']} synthetic",
         ))
+    for size in result.get("search", []):
+        for other in size.get("search_sweep", []):
+            rows.append((f"  at {size['vectors'] // 1000}k with {other['search_params']}",
+                         f"{other['p50_ms']:.1f} ms", f"p50, hit@1 {other['hit_at_1']:.3f} (heavy edits vs exact)"))
     best = result.get("index_recommendation")
     if best:
         rows.append(("index by hit@1 (real embeddings)", f"{best['hit_at_1']:.3f} / {best['hit_at_1_heavy']:.3f}",

@@ -62,6 +62,15 @@ class SizeResult:
     """Heavy-edit queries (see SweepResult.hit_at_1_heavy) against exact search over the whole collection."""
     insert_rows_s: float
     index_wait_s: float
+    search_sweep: list[dict[str, object]] = dataclasses.field(default_factory=list)
+    """At the largest size only: hit@1 and p50 for other search parameters of the same index (no rebuild)."""
+
+
+SEARCH_SWEEP: dict[str, tuple[dict[str, int], ...]] = {
+    "HNSW": ({"ef": 16}, {"ef": 32}, {"ef": 64}, {"ef": 128}, {"ef": 256}),
+    "IVF_FLAT": ({"nprobe": 4}, {"nprobe": 8}, {"nprobe": 16}, {"nprobe": 32}, {"nprobe": 64}),
+    "IVF_SQ8": ({"nprobe": 4}, {"nprobe": 8}, {"nprobe": 16}, {"nprobe": 32}, {"nprobe": 64}),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,11 +268,17 @@ def search_at_sizes(
             waited = collection.wait_indexed()
             truth = exact_top1(vectors[:size], queries)
             top = collection.search(queries, search_params)
+            others = []
+            if size == total:
+                for params in SEARCH_SWEEP.get(index.index_type, ()):
+                    hit = float(np.mean(collection.search(queries, params) == truth))
+                    others.append({"search_params": params, "hit_at_1": round(hit, 4),
+                                   "p50_ms": collection.latency(queries, params, count=40).p50_ms})
             results.append(SizeResult(
                 vectors=size, real_vectors=int(is_real[:size].sum()), synthetic_vectors=int((~is_real[:size]).sum()),
                 index_type=index.index_type, build_params=build, search_params=search_params,
                 search=collection.latency(queries, search_params), hit_at_1=round(float(np.mean(top == truth)), 4),
-                insert_rows_s=round(rate, 1), index_wait_s=round(waited, 1),
+                insert_rows_s=round(rate, 1), index_wait_s=round(waited, 1), search_sweep=others,
             ))
     finally:
         collection.drop()
