@@ -34,7 +34,9 @@ class IndexConfig:
     index_type: str = "HNSW"
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
-    hnsw_ef: int = 128
+    # make bench (2026-11-28): at 100k vectors every ef from 16 to 256 found the exact nearest image for heavily
+    # edited copies (hit@1 1.0); 64 keeps 4x headroom over 16 at 3.1 ms p50 against 4.6 ms for 128.
+    hnsw_ef: int = 64
     ivf_nlist: int = 1024
     ivf_nprobe: int = 16
 
