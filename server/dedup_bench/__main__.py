@@ -30,7 +30,7 @@ from . import cpu, measure, photos, report, vectors
 logger = logging.getLogger("dedup_bench")
 
 REPO_DIR = Path(__file__).resolve().parents[2]
-MODEL_REPOSITORY = REPO_DIR / "triton_models"
+DEFAULT_MODEL_REPOSITORY = REPO_DIR / "triton_models"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="the evaluation corpus cache (Debian photo packages)")
     parser.add_argument("--out", type=Path, default=REPO_DIR / ".dedup-data" / "bench",
                         help="where the stack's data and logs and the result JSON go")
+    parser.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY,
+                        help="the Triton model repository to serve and to measure alone (default: the built one)")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -94,7 +96,7 @@ async def _embed_b1(triton_url: str, images: np.ndarray, *, runs: int = 60) -> m
 
 
 def _check_breakdown(stack_triton: str, stack_milvus: str, jpegs: list[bytes], pixels: np.ndarray,
-                     config: ServerConfig, collection: str) -> dict[str, float]:
+                     config: ServerConfig, collection: str, served: Path) -> dict[str, float]:
     """p50 of each step of CheckDuplicate at concurrency 1, measured alone: decode, Triton (one image), search."""
     from dedup_server.decode import DecodeLimits, decode_image
     from dedup_server.index import CONSISTENCY, METADATA_FIELD, METRIC, VECTOR_FIELD
@@ -107,7 +109,7 @@ def _check_breakdown(stack_triton: str, stack_milvus: str, jpegs: list[bytes], p
         times.append(time.perf_counter() - started)
     decode = measure.Latency.of(times)
     triton = asyncio.run(_embed_b1(stack_triton, pixels))
-    session = measure.cpu_session(MODEL_REPOSITORY / "embedder" / "1" / "model.onnx")
+    session = measure.cpu_session(served)
     vectors_ = measure.embed_all(session, pixels[:60])
     client = MilvusClient(uri=stack_milvus)
     times = []
@@ -149,8 +151,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = ServerConfig.from_env({k: v for k, v in os.environ.items() if k.startswith("DEDUP_")})
     batch = config.embed_batch.max_batch_size
     sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
-    card = json.loads((MODEL_REPOSITORY / "embedder" / "model_card.json").read_text())
-    served = MODEL_REPOSITORY / "embedder" / "1" / "model.onnx"
+    card = json.loads((args.model_repository / "embedder" / "model_card.json").read_text())
+    served = args.model_repository / "embedder" / "1" / "model.onnx"
     result: dict[str, Any] = {
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": f"{card['model_id']}@{card['model_version']}", "precision": card.get("precision", "fp32"),
@@ -170,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     run_dir = args.out / f"run-{os.getpid()}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    with ephemeral_stack(run_dir, model_repository=MODEL_REPOSITORY) as stack:
+    with ephemeral_stack(run_dir, model_repository=args.model_repository) as stack:
         result["stack_startup_s"] = round(stack.startup_s, 1)
         session = measure.cpu_session(served)
         result["model_p50_ms_b1"] = measure.model_latency_b1(session, pixels).p50_ms
@@ -208,7 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         c32_queries = [queries[i % len(queries)] for i in range(args.c32_requests)]
         c32 = measure.check_concurrent(stack.target, c32_queries, collection="bench_ingest_0", concurrency=32)
         result["check_c1_parts"] = _check_breakdown(stack.triton_url, stack.milvus_uri, list(jpegs), pixels, config,
-                                                    "bench_ingest_0")
+                                                    "bench_ingest_0", served)
         for name, latency in (("c1", c1), ("c32", c32)):
             result[f"check_p50_ms_{name}"], result[f"check_p99_ms_{name}"] = latency.p50_ms, latency.p99_ms
             result[f"check_errors_{name}"], result[f"check_rps_{name}"] = latency.errors, latency.rps
