@@ -8,8 +8,9 @@ threshold is chosen on the calibration split only and reported on the test split
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Final, Literal
 
 from .corpus import Photo
@@ -43,21 +44,25 @@ class Split:
     indexed: Sequence[Photo]
     distractors: Sequence[Photo]
 
-    def originals(self) -> Iterator[tuple[str, bytes]]:
-        """(id, JPEG bytes) of each photo to index."""
-        for photo in self.indexed:
-            yield photo.id, encode(photo.image)
+    @functools.cached_property
+    def originals(self) -> tuple[tuple[str, bytes], ...]:
+        """(id, JPEG bytes) of each photo to index; encoded once per split."""
+        return tuple((photo.id, encode(photo.image)) for photo in self.indexed)
 
-    def queries(self, transforms: Sequence[str] = tuple(TRANSFORMS)) -> Iterator[Query]:
-        """Every transformed copy of every indexed photo, then every distractor query."""
-        for photo in self.indexed:
-            for name in transforms:
-                yield Query(id=f"{photo.id}/{name}", transform=name, expected=photo.id,
-                            image=apply(name, photo.image, _stable_int(photo.id, name) % 2**32))
-        for photo in self.distractors:
-            for name in DISTRACTOR_TRANSFORMS:
-                yield Query(id=f"{photo.id}/{name}", transform=name, expected=None,
-                            image=apply(name, photo.image, _stable_int(photo.id, name) % 2**32))
+    @functools.cached_property
+    def queries(self) -> tuple[Query, ...]:
+        """Every transformed copy of every indexed photo, then every distractor query; built once per split."""
+        copies = [
+            Query(id=f"{photo.id}/{name}", transform=name, expected=photo.id,
+                  image=apply(name, photo.image, _stable_int(photo.id, name) % 2**32))
+            for photo in self.indexed for name in TRANSFORMS
+        ]
+        distractors = [
+            Query(id=f"{photo.id}/{name}", transform=name, expected=None,
+                  image=apply(name, photo.image, _stable_int(photo.id, name) % 2**32))
+            for photo in self.distractors for name in DISTRACTOR_TRANSFORMS
+        ]
+        return (*copies, *distractors)
 
 
 def make_splits(photos: Sequence[Photo]) -> dict[SplitName, Split]:

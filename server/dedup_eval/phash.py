@@ -22,9 +22,9 @@ def _hash(data: bytes) -> imagehash.ImageHash:
 
 def run_split(split: Split) -> Sequence[QueryResult]:
     """Results in the harness's shape: similarity = 1 - distance/64, decided at distance <= MAX_DISTANCE."""
-    indexed = [(photo_id, _hash(data)) for photo_id, data in split.originals()]
+    indexed = [(photo_id, _hash(data)) for photo_id, data in split.originals]
     results = []
-    for query in split.queries():
+    for query in split.queries:
         query_hash = _hash(query.image)
         ranked = sorted(((query_hash - h, photo_id) for photo_id, h in indexed))[:5]
         results.append(QueryResult(

@@ -87,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     items: list[Item] = []
     pixels: list[np.ndarray] = []
     for name, split in splits.items():
-        for photo_id, data in split.originals():
+        for photo_id, data in split.originals:
             items.append(Item(name, "index", photo_id, photo_id))
             pixels.append(decode_image(data, limits))
-        for query in split.queries():
+        for query in split.queries:
             items.append(Item(name, "query", query.expected, query.id))
             pixels.append(decode_image(query.image, limits))
     distractors = np.array([item.role == "query" and item.expected is None for item in items])

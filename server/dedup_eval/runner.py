@@ -60,12 +60,12 @@ class EvalError(RuntimeError):
 
 def run_split(client: DedupClient, split: Split, *, concurrency: int = 8) -> SplitRun:
     collection = f"eval_{split.name}_{uuid.uuid4().hex[:8]}"
-    items = [IndexItem(id=photo_id, image=image, collection=collection) for photo_id, image in split.originals()]
+    items = [IndexItem(id=photo_id, image=image, collection=collection) for photo_id, image in split.originals]
     failed = [r for r in client.index(items) if not r.status.ok]
     if failed:
         raise EvalError(f"indexing {split.name} failed for {[(r.id, r.error) for r in failed]}")
     logger.info("%s: indexed %d photos into %s", split.name, len(items), collection)
-    queries = list(split.queries())
+    queries = split.queries
     default_threshold = client.stats().default_threshold
 
     def check(query: Query) -> QueryResult:
@@ -84,6 +84,6 @@ def run_split(client: DedupClient, split: Split, *, concurrency: int = 8) -> Spl
             results = list(tqdm(pool.map(check, queries), total=len(queries), desc=f"{split.name} queries",
                                 unit="query"))
     finally:
-        client.delete([photo_id for photo_id, _ in split.originals()], collection=collection)
+        client.delete([photo.id for photo in split.indexed], collection=collection)
     return SplitRun(split=split.name, collection=collection, indexed=len(items), results=results,
                     default_threshold=default_threshold)

@@ -18,9 +18,10 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from dedup_stack.killable import KillableStack
+
 from .report import LoadReport
 from .runner import LoadConfig, LoadRun
-from .stack import KillableStack
 from .workload import DEFAULT_EVAL_DIR, Workload
 
 logger = logging.getLogger("dedup_load")

@@ -23,10 +23,11 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from dedup_stack.killable import KillableStack
+
 from .audit import MilvusAudit
 from .health import SERVING, HealthLog
 from .runner import LoadConfig, LoadRun
-from .stack import KillableStack
 from .workload import DEFAULT_EVAL_DIR, Workload
 
 logger = logging.getLogger("dedup_load.chaos")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from dedup_client import DedupClient, DedupError, IndexItem, IndexStatus
 from dedup_load.audit import MilvusAudit
-from dedup_load.stack import KillableStack
+from dedup_stack.killable import KillableStack
 
 from tests.integration.fault_kit import distinct_images, items
 

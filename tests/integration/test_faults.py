@@ -18,7 +18,7 @@ import pytest
 from dedup_client import DedupClient, DedupError, IndexStatus
 from dedup_load.audit import MilvusAudit
 from dedup_load.health import SERVING, HealthLog
-from dedup_load.stack import KillableStack
+from dedup_stack.killable import KillableStack
 
 from tests.integration.fault_kit import distinct_images, items
 

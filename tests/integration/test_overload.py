@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from dedup_load.__main__ import OVERLOAD_LIMITS
 from dedup_load.runner import CHECK, STREAM, LoadConfig, LoadRun
-from dedup_load.stack import KillableStack
 from dedup_load.workload import Workload
+from dedup_stack.killable import KillableStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -69,7 +69,7 @@ def test_splits_are_disjoint_balanced_and_stable() -> None:
 
 def test_split_queries_cover_every_transform_and_distractor_edit() -> None:
     split = make_splits(_photos(6))["test"]
-    queries = list(split.queries())
+    queries = split.queries
     assert len(queries) == 2 * len(TRANSFORMS) + len(DISTRACTOR_TRANSFORMS)
     assert {q.expected for q in queries} == {p.id for p in split.indexed} | {None}
 

@@ -1,6 +1,8 @@
 """The local stack on free ports, with a handle on each process to kill, pause and restart it.
 
-For the load generator (when no --target is given), `make chaos` and the fault tests. Ports are picked once, so a
+For `make eval`, `make bench`, the load generator (when no --target is given), `make chaos` and the fault tests.
+Unlike `make run` (fixed, documented ports, foreground) it picks free ports for every process, so it runs beside
+`make run` or a test session. Ports are picked once, so a
 restarted process comes back on the same address and the front (which knows its backends only by address)
 reconnects by itself. Each process runs in its own process group, so a signal reaches what it spawned too.
 """
