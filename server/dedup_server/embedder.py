@@ -54,6 +54,10 @@ class Embedder(Protocol):
 
     async def model_info(self) -> ModelInfo: ...
 
+    def known_model_info(self) -> ModelInfo | None:
+        """The model info already read, without I/O (None: not read yet, or forgotten)."""
+        ...
+
     async def embed(self, images: Sequence[np.ndarray], *, timeout_s: float | None = None) -> np.ndarray: ...
 
     async def is_ready(self) -> bool: ...
@@ -130,6 +134,9 @@ class TritonEmbedder:
         pool, self._shm_pool = self._shm_pool, None
         if pool is not None:
             asyncio.get_running_loop().create_task(pool.close(None))
+
+    def known_model_info(self) -> ModelInfo | None:
+        return self._info
 
     async def model_info(self) -> ModelInfo:
         if self._info is None:

@@ -158,6 +158,15 @@ class MilvusIndex:
             raise ModelMismatch(name, state.model, model.label)
         return state.milvus_name
 
+    def opened(self, name: str, model: ModelInfo) -> str | None:
+        """Milvus name of a collection this process has opened before, without I/O; None when it has not."""
+        state = self._collections.get(name)
+        if state is None:
+            return None
+        if state.model != model.label:
+            raise ModelMismatch(name, state.model, model.label)
+        return state.milvus_name
+
     def _load_or_create(self, name: str, model: ModelInfo, create: bool) -> _CollectionState:
         milvus_name = self._prefix + name
         with _milvus_errors(f"open collection {name!r}"):

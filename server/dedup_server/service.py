@@ -169,6 +169,9 @@ class DedupService:
 
     async def model(self, deadline: Deadline | None = None) -> ModelInfo:
         """The served model (cached by the embedder); read from Triton again, within `deadline`, after it restarted."""
+        known = self._embedder.known_model_info()
+        if known is not None:
+            return known  # the hot path: no retry machinery, no task, on every request and item
         if deadline is None:
             return await self._embedder.model_info()
         return await retry_async(
@@ -202,10 +205,7 @@ class DedupService:
         model = await self.model(self._deadline(caller))
         if not query.insert_if_unique:
             # Fail fast on an unknown collection, before spending a model call on the image.
-            milvus_name = await asyncio.to_thread(
-                self._milvus, lambda _timeout_s: self._index.open_collection(collection, model, create=False),
-                self._deadline(caller), "Milvus open collection",
-            )
+            milvus_name = await self._existing_collection(collection, model, caller)
         vector, layout = await self._embed(query.image, caller)
         if query.insert_if_unique:
             result = await self._write(
@@ -301,10 +301,7 @@ class DedupService:
         top_k = validation.top_k(query.top_k, self._config.default_top_k, self._limits)
         policy = validation.flip_policy(query.flip_policy)
         model = await self.model(self._deadline(caller))
-        milvus_name = await asyncio.to_thread(
-            self._milvus, lambda _timeout_s: self._index.open_collection(collection, model, create=False),
-            self._deadline(caller), "Milvus open collection",
-        )
+        milvus_name = await self._existing_collection(collection, model, caller)
         total = await asyncio.to_thread(self._index.count, milvus_name)
         builder = GroupBuilder()
         scanned = 0
@@ -352,6 +349,17 @@ class DedupService:
         )
 
     # -- stages --------------------------------------------------------------------------------
+
+    async def _existing_collection(self, collection: str, model: ModelInfo, caller: Deadline | None) -> str:
+        """Milvus name of an existing collection: from the index's cache when opened before (no thread hop on
+        the hot path), else looked up in Milvus within the caller's deadline (CollectionNotFound when absent)."""
+        known = self._index.opened(collection, model)
+        if known is not None:
+            return known
+        return await asyncio.to_thread(
+            self._milvus, lambda _timeout_s: self._index.open_collection(collection, model, create=False),
+            self._deadline(caller), "Milvus open collection",
+        )
 
     async def _embed(
         self, image: bytes, caller: Deadline | None, *, wait_for_room: bool = False

@@ -33,6 +33,9 @@ class ColourEmbedder:
     async def model_info(self) -> ModelInfo:
         return self.model
 
+    def known_model_info(self) -> ModelInfo | None:
+        return self.model
+
     async def embed(self, images: Sequence[np.ndarray], *, timeout_s: float | None = None) -> np.ndarray:
         self.batch_sizes.append(len(images))
         vectors = np.zeros((len(images), DIM), dtype=np.float32)
