@@ -28,6 +28,30 @@ def targets(result: Mapping[str, Any]) -> dict[str, bool | None]:
     return verdicts
 
 
+def bounds(result: Mapping[str, Any]) -> dict[str, float]:
+    """What the measured costs of this run allow at best, to read each missed target against.
+
+    - Ingest ceiling: every core busy, each image costing the stack's measured CPU (front, Triton, its python stub,
+      Milvus; the bench client excluded). Its ratio to the model alone is the best ingest/model this pipeline can
+      show on this machine, whatever the batching.
+    - Naive ceiling: ingest cannot outrun the model alone on the same cores, so ingest/naive is at most
+      model alone / naive.
+    - CheckDuplicate floor: decode + one Triton call + one Milvus search, each measured alone and back to back,
+      before any gRPC or front work.
+    """
+    stack_ms = sum(v for k, v in result["ingest_cpu_ms_per_img"].items() if k != "bench_client")
+    ceiling = (result["cpu_count"] or 1) * 1000 / stack_ms if stack_ms > 0 else float("nan")
+    floor = sum(result["check_c1_parts"].values())
+    return {
+        "ingest_stack_cpu_ms_per_img": round(stack_ms, 2),
+        "ingest_ceiling_img_s": round(ceiling, 1),
+        "ratio_ingest_ceiling_vs_model": round(ceiling / result["model_img_s"], 3),
+        "ratio_naive_ceiling": round(result["model_img_s"] / result["naive_img_s"], 2),
+        "check_c1_floor_ms": round(floor, 2),
+        "ratio_check_floor_vs_model_b1": round(floor / result["model_p50_ms_b1"], 2),
+    }
+
+
 def _table(title: str, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     line = "  ".join("-" * width for width in widths)
@@ -62,6 +86,18 @@ def table(result: Mapping[str, Any]) -> str:
         ("CPU ms per ingested image", f"{sum(result['ingest_cpu_ms_per_img'].values()):.1f}",
          ", ".join(f"{k} {v:.1f}" for k, v in result["ingest_cpu_ms_per_img"].items())),
     ]
+    if "ingest_ceiling_img_s" in result:
+        model_cpu = result.get("model_cpu_ms_per_img")
+        rows += [
+            ("bound: ingest ceiling", f"{result['ingest_ceiling_img_s']:.1f} img/s",
+             f"= {result['ratio_ingest_ceiling_vs_model']:.2f} x model: {result['cpu_count']} cores / "
+             f"{result['ingest_stack_cpu_ms_per_img']:.1f} stack CPU-ms per image"
+             + (f" (the model alone: {model_cpu:.1f})" if model_cpu else "")),
+            ("bound: ingest / naive at best", f"{result['ratio_naive_ceiling']:.1f}",
+             "model alone / naive loop: ingest cannot outrun the model on the same cores"),
+            ("bound: CheckDuplicate c=1 floor", f"{result['check_c1_floor_ms']:.1f} ms",
+             f"= {result['ratio_check_floor_vs_model_b1']:.2f} x model b1: decode + Triton b1 + search, no gRPC"),
+        ]
     for size in result.get("search", []):
         rows.append((
             f"Milvus search at {size['vectors'] // 1000}k", f"{size['search']['p50_ms']:.1f} / "

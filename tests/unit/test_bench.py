@@ -61,3 +61,18 @@ def test_exact_top1_and_best_setting() -> None:
 def test_json_line_is_one_line_of_json() -> None:
     line = report.json_line({"ingest_img_s": 1.5, "nested": {"a": [1, 2]}})
     assert "\n" not in line and json.loads(line)["nested"] == {"a": [1, 2]}
+
+
+def test_bounds_from_the_run_costs() -> None:
+    result = {
+        "cpu_count": 2, "model_img_s": 250.0, "naive_img_s": 80.0, "model_p50_ms_b1": 5.0,
+        "ingest_cpu_ms_per_img": {"front": 4.0, "triton_stub": 8.0, "milvus": 1.0, "triton_server": 0.0,
+                                  "bench_client": 0.5},
+        "check_c1_parts": {"decode_p50_ms": 1.5, "triton_b1_p50_ms": 6.0, "milvus_search_p50_ms": 2.5},
+    }
+    bounds = report.bounds(result)
+    assert bounds["ingest_stack_cpu_ms_per_img"] == 13.0  # the bench client is not the stack's cost
+    assert bounds["ingest_ceiling_img_s"] == pytest.approx(153.8)
+    assert bounds["ratio_ingest_ceiling_vs_model"] == pytest.approx(0.615)
+    assert bounds["ratio_naive_ceiling"] == pytest.approx(3.12)
+    assert (bounds["check_c1_floor_ms"], bounds["ratio_check_floor_vs_model_b1"]) == (10.0, 2.0)
