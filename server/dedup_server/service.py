@@ -441,10 +441,12 @@ class DedupService:
             )
         accepted: dict[str, int] = {}  # id -> position in jobs, for the items this batch stores
         results: list[_WriteResult] = []
+        # Items stored earlier in this batch are not in Milvus yet: compare with them directly. One product for
+        # every pair; only pairs at or above the item's threshold can match, so only those become hits.
+        in_batch = vectors @ vectors.T
         for j, job in enumerate(jobs):
-            # Items stored earlier in this batch are not in Milvus yet: compare with them directly.
-            earlier = [k for other_id, k in accepted.items() if other_id != job.id]
-            hits = _without(found[j], job.id) + _batch_hits(jobs, earlier, vectors[earlier] @ job.vector)
+            earlier = [k for other_id, k in accepted.items() if other_id != job.id and in_batch[j, k] >= job.threshold]
+            hits = _without(found[j], job.id) + _batch_hits(jobs, earlier, in_batch[j, earlier])
             matches = decide(hits, job.layout, job.flip_policy, job.threshold, job.top_k)
             inserted = not (job.skip_duplicates and matches)
             if inserted:
