@@ -10,5 +10,8 @@ export; the serving path never imports anything from here.
 # Bump when the exported graph changes for the same weights (preprocessing, normalisation, opset):
 # the model card records it, so an unchanged card no longer matches and `make model` re-exports.
 RECIPE_VERSION = 2  # 2: the backbone sees luminance, not colour
+# What recipe 2's graph reads of its RGB input, told to the front (config parameter input_colour): with "luma" the
+# front may decode JPEGs straight to grey, which the graph sees as it would see the colour image.
+INPUT_COLOUR = "luma"
 
-__all__ = ["RECIPE_VERSION"]
+__all__ = ["INPUT_COLOUR", "RECIPE_VERSION"]

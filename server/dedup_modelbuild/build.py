@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from . import RECIPE_VERSION
+from . import INPUT_COLOUR, RECIPE_VERSION
 from .card import ModelCard, OnnxInfo, QuantizationReport, WeightsInfo, read_card, write_card
 from .render import ModelParameters, parse_config, render_repository
 from .weights import DEFAULT_RESNET50, ENV_RESNET50_WEIGHTS, ChosenWeights, choose_weights, sha256_file
@@ -337,6 +337,7 @@ def build(options: BuildOptions) -> BuildResult:
         fallback_reason=card.fallback_reason,
         intra_op_threads=options.intra_op_threads,
         precision=card.precision,
+        input_colour=INPUT_COLOUR,
     )
     # The GPU models serve the FP32 file, in FP16 where TensorRT builds the engine: their own versions.
     fp32_version = card.fp32_onnx.sha256[:12]

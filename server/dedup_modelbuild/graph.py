@@ -19,7 +19,7 @@ from .architectures import Architecture
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
-# ITU-R BT.601 luma weights, as Pillow's convert("L") uses.
+# ITU-R BT.601 luma weights, as Pillow's convert("L") and JPEG's Y channel use.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 

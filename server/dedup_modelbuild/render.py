@@ -58,12 +58,16 @@ class ModelParameters:
     """ONNX Runtime intra-op threads for the CPU model; 0 = one per physical core."""
     precision: str = "fp32"
     """What the served file computes in ("int8", "fp32", "fp16"); the model_version differs per precision."""
+    input_colour: str = "rgb"
+    """What the graph reads of its RGB input: "rgb", or "luma" (grey; the front may then decode to grey)."""
 
     def __post_init__(self) -> None:
         if self.embedding_dim <= 0:
             raise ValueError(f"embedding_dim must be positive, got {self.embedding_dim}")
         if self.intra_op_threads < 0:
             raise ValueError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
+        if self.input_colour not in ("rgb", "luma"):
+            raise ValueError(f"input_colour must be 'rgb' or 'luma', got {self.input_colour!r}")
         if not self.model_id or not self.model_version:
             raise ValueError("model_id and model_version must not be empty")
 
@@ -83,6 +87,7 @@ def render_text(template: str, parameters: ModelParameters, *, onnx_gpu_tensorrt
         "fallback_reason": _pbtxt_string(parameters.fallback_reason),
         "intra_op_threads": str(parameters.intra_op_threads),
         "precision": _pbtxt_string(parameters.precision),
+        "input_colour": parameters.input_colour,
         "onnx_gpu_optimization": _TENSORRT_ACCELERATOR if onnx_gpu_tensorrt else "",
     }
     try:

@@ -42,6 +42,8 @@ class ModelInfo:
     warning: str
     precision: str = "fp32"
     """What the served model computes in ("int8" on CPU, "fp16"/"fp32" on GPU); its version differs per precision."""
+    input_colour: str = "rgb"
+    """What the model reads of its RGB input: "luma" (grey only: JPEGs may be decoded straight to grey) or "rgb"."""
 
     @property
     def label(self) -> str:
@@ -245,6 +247,7 @@ class TritonEmbedder:
             fallback=fallback,
             warning=params.get("fallback_reason", "") if fallback else "",
             precision=params.get("precision", "fp32"),
+            input_colour="luma" if params.get("input_colour") == "luma" else "rgb",  # unknown: decode colour
         )
 
 

@@ -365,10 +365,14 @@ class DedupService:
         self, image: bytes, caller: Deadline | None, *, wait_for_room: bool = False
     ) -> tuple[np.ndarray, str]:
         """The image's embedding and its layout (layout.py), from one decode."""
+        # Every caller has read the model first (model() / calibration()), so this is known; grey decoding is
+        # only a shortcut, and a colour decode gives the same luma to the model, so None just decodes colour.
+        model = self._embedder.known_model_info()
+        grey = model is not None and model.input_colour == "luma"
         with tracer.start_as_current_span("decode"):
             # The layout is computed in the decode thread too: CPU work stays off the event loop.
             pixels, layout = await asyncio.get_running_loop().run_in_executor(
-                self._decode_pool, _decode_with_layout, image, self._decode_limits
+                self._decode_pool, _decode_with_layout, image, self._decode_limits, grey
             )
         vector = await _before(
             caller, self.embed_batcher.submit(_EmbedJob(pixels, caller), wait_for_room=wait_for_room), "Triton"
@@ -488,8 +492,8 @@ class _AtMost:
             yield item
 
 
-def _decode_with_layout(image: bytes, limits: DecodeLimits) -> tuple[np.ndarray, str]:
-    pixels = decode_image(image, limits)
+def _decode_with_layout(image: bytes, limits: DecodeLimits, grey: bool) -> tuple[np.ndarray, str]:
+    pixels = decode_image(image, limits, grey=grey)
     return pixels, layout_of(pixels)
 
 

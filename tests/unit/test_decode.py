@@ -211,3 +211,31 @@ def test_a_photo_stored_differently_decodes_to_the_same_pixels(eval_dir: Path, v
         photo = opened.convert("RGB")
     reference = decode_image(encode(photo, "PNG"), LIMITS).astype(float)
     assert np.abs(decode_image(variant(photo), LIMITS) - reference).mean() < 4
+
+
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["base_images/ukbench00120.jpg", "base_images/ukbench09268.jpg", "formats_images/ukbench09380.jpeg"],
+)
+def test_grey_jpeg_decode_is_the_colour_decode_s_luma(eval_dir: Path, name: str) -> None:
+    # For a model that reads only luma: the JPEG's own Y channel, three equal channels, oriented like colour.
+    data = (eval_dir / name).read_bytes()
+    grey = decode_image(data, LIMITS, grey=True)
+    colour = decode_image(data, LIMITS)
+    assert grey.shape == (224, 224, 3) and grey.dtype == np.uint8
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    difference = np.abs(grey[..., 0].astype(float) - colour.astype(float) @ LUMA)
+    assert difference.mean() < 1.5 and np.percentile(difference, 99) < 6  # rounding and chroma clipping only
+
+
+def test_grey_applies_to_jpegs_only() -> None:
+    # Other formats decode in colour as always (the model takes their luma itself); JPEGs, CMYK ones included,
+    # come out as their luma.
+    red = Image.new("RGB", (64, 64), (255, 0, 0))
+    assert decode_image(encode(red, "PNG"), LIMITS, grey=True)[..., 0].min() == 255
+    for image in (red, Image.new("CMYK", (50, 50), (0, 255, 255, 0))):
+        pixels = decode_image(encode(image, "JPEG"), LIMITS, grey=True)
+        assert abs(float(pixels.mean()) - 0.299 * 255) < 3 and pixels.std() < 1

@@ -60,6 +60,7 @@ PARAMETER_KEYS = {
     "fallback_reason",
     "intra_op_threads",
     "precision",
+    "input_colour",
 }
 
 
@@ -562,6 +563,7 @@ def test_build_exports_once_then_skips(tmp_path: Path, no_env: None, monkeypatch
     assert params["embedder"]["model_version"] == first.card.model_version
     assert params["embedder_onnx_gpu"]["model_version"] == first.card.fp32_onnx.sha256[:12]
     assert params["embedder_trt"]["precision"] == "fp16"
+    assert {p["input_colour"] for p in params.values()} == {"luma"}  # the graph reads luminance only
     assert json.loads((repository / "embedder" / "model_card.json").read_text())["weights"]["sha256"] == (
         weights_mod.EFFICIENTNET_LITE0_IMAGENET.sha256
     )
