@@ -96,7 +96,7 @@ async def _embed_b1(triton_url: str, images: np.ndarray, *, runs: int = 60) -> m
 
 
 def _check_breakdown(stack_triton: str, stack_milvus: str, jpegs: list[bytes], pixels: np.ndarray,
-                     config: ServerConfig, collection: str, served: Path) -> dict[str, float]:
+                     config: ServerConfig, collection: str, served: Path, *, grey: bool) -> dict[str, float]:
     """p50 of each step of CheckDuplicate at concurrency 1, measured alone: decode, Triton (one image), search."""
     from dedup_server.decode import DecodeLimits, decode_image
     from dedup_server.index import CONSISTENCY, METADATA_FIELD, METRIC, VECTOR_FIELD
@@ -105,7 +105,7 @@ def _check_breakdown(stack_triton: str, stack_milvus: str, jpegs: list[bytes], p
     times = []
     for data in jpegs[:60]:
         started = time.perf_counter()
-        decode_image(data, DecodeLimits())
+        decode_image(data, DecodeLimits(), grey=grey)
         times.append(time.perf_counter() - started)
     decode = measure.Latency.of(times)
     triton = asyncio.run(_embed_b1(stack_triton, pixels))
@@ -162,7 +162,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     jpegs = photos.bench_jpegs(args.cache, args.eval_cache, count=args.images)
     result["jpeg_kb_mean"] = round(statistics.mean(len(j) for j in jpegs) / 1024, 1)
-    pixels, result["decode_img_s"] = measure.decode_all(jpegs, threads=config.decode_threads)
+    grey = measure.reads_luma(args.model_repository / "embedder" / "config.pbtxt")
+    result["decode_grey"] = grey
+    pixels, result["decode_img_s"] = measure.decode_all(jpegs, threads=config.decode_threads, grey=grey)
     result["decode_img_s"] = round(result["decode_img_s"], 1)
     result["decode_threads"] = config.decode_threads
     sources = photos.source_photos(args.eval_cache)
@@ -210,13 +212,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["ingest_img_s"] = statistics.median(runs)
             result["naive_img_s"] = round(measure.naive_loop(
                 jpegs, triton_url=stack.triton_url, milvus_uri=stack.milvus_uri, model="embedder",
-                budget_s=args.naive_budget_s), 1)
+                budget_s=args.naive_budget_s, grey=grey), 1)
             check_queries = [queries[i % len(queries)] for i in range(args.check_requests)]
             c1 = measure.check_sequential(client, check_queries, collection="bench_ingest_0")
         c32_queries = [queries[i % len(queries)] for i in range(args.c32_requests)]
         c32 = measure.check_concurrent(stack.target, c32_queries, collection="bench_ingest_0", concurrency=32)
         result["check_c1_parts"] = _check_breakdown(stack.triton_url, stack.milvus_uri, list(jpegs), pixels, config,
-                                                    "bench_ingest_0", served)
+                                                    "bench_ingest_0", served, grey=grey)
         for name, latency in (("c1", c1), ("c32", c32)):
             result[f"check_p50_ms_{name}"], result[f"check_p99_ms_{name}"] = latency.p50_ms, latency.p99_ms
             result[f"check_errors_{name}"], result[f"check_rps_{name}"] = latency.errors, latency.rps

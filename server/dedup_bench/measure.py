@@ -58,11 +58,20 @@ def cpu_session(model_path: Path, *, threads: int = 0) -> ort.InferenceSession:
     return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def decode_all(jpegs: Sequence[bytes], *, threads: int) -> tuple[np.ndarray, float]:
+def reads_luma(config_pbtxt: Path) -> bool:
+    """True when the served model declares input_colour "luma": the front then decodes JPEGs to grey, and so do
+    the bench's own decodes (the naive loop included), so that every measure decodes alike."""
+    from dedup_modelbuild.render import parse_config
+
+    parameters = parse_config(config_pbtxt.read_text()).parameters
+    return "input_colour" in parameters and parameters["input_colour"].string_value == "luma"
+
+
+def decode_all(jpegs: Sequence[bytes], *, threads: int, grey: bool) -> tuple[np.ndarray, float]:
     """Decode every JPEG as the front does; returns the uint8 batch and images/s with ``threads`` threads."""
     started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
-        arrays = list(pool.map(lambda data: decode_image(data, DECODE_LIMITS), jpegs))
+        arrays = list(pool.map(lambda data: decode_image(data, DECODE_LIMITS, grey=grey), jpegs))
     return np.stack(arrays), len(jpegs) / (time.perf_counter() - started)
 
 
@@ -94,7 +103,9 @@ def embed_all(session: ort.InferenceSession, images: np.ndarray, *, batch: int =
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
-def naive_loop(jpegs: Sequence[bytes], *, triton_url: str, milvus_uri: str, model: str, budget_s: float) -> float:
+def naive_loop(
+    jpegs: Sequence[bytes], *, triton_url: str, milvus_uri: str, model: str, budget_s: float, grey: bool
+) -> float:
     """A seed-style loop, one image at a time: decode, one Triton call over gRPC, one Milvus insert.
 
     Runs for at most ``budget_s`` (it is slow on purpose); returns images/s.
@@ -106,7 +117,7 @@ def naive_loop(jpegs: Sequence[bytes], *, triton_url: str, milvus_uri: str, mode
     milvus = MilvusClient(uri=milvus_uri)
     collection = f"bench_naive_{uuid.uuid4().hex[:8]}"
     try:
-        first = decode_image(jpegs[0], DECODE_LIMITS)[None]
+        first = decode_image(jpegs[0], DECODE_LIMITS, grey=grey)[None]
         probe = triton_grpc.InferInput("images", list(first.shape), "UINT8")
         probe.set_data_from_numpy(first)
         dim = triton.infer(model, [probe]).as_numpy("embeddings").shape[1]
@@ -114,7 +125,7 @@ def naive_loop(jpegs: Sequence[bytes], *, triton_url: str, milvus_uri: str, mode
         done = 0
         started = time.perf_counter()
         for data in tqdm(jpegs, desc="naive loop", unit="img", leave=False):
-            pixels = decode_image(data, DECODE_LIMITS)[None]
+            pixels = decode_image(data, DECODE_LIMITS, grey=grey)[None]
             request = triton_grpc.InferInput("images", list(pixels.shape), "UINT8")
             request.set_data_from_numpy(pixels)
             vector = triton.infer(model, [request]).as_numpy("embeddings")[0]
