@@ -185,25 +185,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             runs: list[float] = []
             statuses: dict[Any, int] = {}
             triton_before, cpu_before = _triton_counters(stack.triton_url), cpu.cpu_seconds(run_dir)
-            model_runs: list[float] = []
+            model_runs: list[measure.ModelRun] = []
             for i in range(args.ingest_runs):
                 # The model alone is measured between the ingest runs, not once before them: on a shared machine
                 # the load changes within a minute, and the ratio must compare like with like.
                 cpu_model = cpu.cpu_seconds(run_dir)
-                model_runs.append(round(measure.model_throughput(session, pixels, batch=batch, passes=1), 1))
+                model_runs.append(measure.model_throughput(session, pixels, batch=batch, passes=1))
                 cpu_before = {k: v + cpu_before.get(k, 0.0) - cpu_model.get(k, 0.0)
                               for k, v in cpu.cpu_seconds(run_dir).items()}
                 rate, statuses = measure.ingest(client, jpegs, collection=f"bench_ingest_{i}")
                 runs.append(round(rate, 1))
             cpu_after = cpu.cpu_seconds(run_dir)
-            model_cpu_started = time.process_time()
-            model_runs.append(round(measure.model_throughput(session, pixels, batch=batch, passes=1), 1))
-            # The model's own CPU cost per image (this process runs nothing else meanwhile): with the stack's CPU per
-            # ingested image it bounds what ingest can reach on this machine (report.bounds).
-            result["model_cpu_ms_per_img"] = round(
-                1000 * (time.process_time() - model_cpu_started) / ((len(pixels) // batch) * batch + batch), 2
-            )
-            result["model_runs"], result["model_img_s"] = model_runs, statistics.median(model_runs)
+            model_runs.append(measure.model_throughput(session, pixels, batch=batch, passes=1))
+            result["model_runs"] = [round(run.img_s, 1) for run in model_runs]
+            result["model_img_s"] = statistics.median(result["model_runs"])
+            # The model's own CPU cost per image: with the stack's CPU per ingested image it bounds what ingest can
+            # reach on this machine (report.bounds).
+            result["model_cpu_ms_per_img"] = round(statistics.median(run.cpu_ms_per_img for run in model_runs), 2)
             # Dynamic batching and CPU per image during the ingest runs only (warm-up items included).
             result.update(_triton_stats(triton_before, _triton_counters(stack.triton_url)))
             result["ingest_cpu_ms_per_img"] = cpu.per_image_ms(cpu_before, cpu_after, args.ingest_runs * len(jpegs))

@@ -20,6 +20,7 @@ import onnxruntime as ort
 from dedup.v1 import dedup_pb2, dedup_pb2_grpc
 from dedup_client import DedupClient, IndexItem
 from dedup_server.decode import DecodeLimits, decode_image
+from dedup_server.embedder import input_colour
 from tqdm import tqdm
 
 DECODE_LIMITS = DecodeLimits()
@@ -64,7 +65,7 @@ def reads_luma(config_pbtxt: Path) -> bool:
     from dedup_modelbuild.render import parse_config
 
     parameters = parse_config(config_pbtxt.read_text()).parameters
-    return "input_colour" in parameters and parameters["input_colour"].string_value == "luma"
+    return input_colour({key: value.string_value for key, value in parameters.items()}) == "luma"
 
 
 def decode_all(jpegs: Sequence[bytes], *, threads: int, grey: bool) -> tuple[np.ndarray, float]:
@@ -75,17 +76,26 @@ def decode_all(jpegs: Sequence[bytes], *, threads: int, grey: bool) -> tuple[np.
     return np.stack(arrays), len(jpegs) / (time.perf_counter() - started)
 
 
-def model_throughput(session: ort.InferenceSession, images: np.ndarray, *, batch: int, passes: int = 3) -> float:
-    """Images/s of ONNX Runtime alone at ``batch`` (median over passes through ``images``, after a warm-up)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelRun:
+    img_s: float
+    cpu_ms_per_img: float  # this process's CPU (ONNX Runtime's threads) per image, the warm-up included
+
+
+def model_throughput(session: ort.InferenceSession, images: np.ndarray, *, batch: int, passes: int = 3) -> ModelRun:
+    """Images/s of ONNX Runtime alone at ``batch`` (median over passes through ``images``, after a warm-up), and its
+    CPU cost per image (this process runs nothing else meanwhile)."""
+    cpu_started = time.process_time()
     session.run(None, {"images": images[:batch]})
     rates = []
+    done = (len(images) // batch) * batch
     for _ in range(passes):
         started = time.perf_counter()
         for start in range(0, len(images) - batch + 1, batch):
             session.run(None, {"images": images[start : start + batch]})
-        done = (len(images) // batch) * batch
         rates.append(done / (time.perf_counter() - started))
-    return statistics.median(rates)
+    cpu_ms = 1000 * (time.process_time() - cpu_started) / (batch + passes * done)
+    return ModelRun(img_s=statistics.median(rates), cpu_ms_per_img=cpu_ms)
 
 
 def model_latency_b1(session: ort.InferenceSession, images: np.ndarray, *, runs: int = 60) -> Latency:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -46,9 +46,18 @@ class ModelInfo:
     """What the model reads of its RGB input: "luma" (grey only: JPEGs may be decoded straight to grey) or "rgb"."""
 
     @property
+    def reads_luma(self) -> bool:
+        return self.input_colour == "luma"
+
+    @property
     def label(self) -> str:
         """What collections record and responses report: name@version."""
         return f"{self.name}@{self.version}"
+
+
+def input_colour(parameters: Mapping[str, str]) -> str:
+    """A model config's input_colour: "luma" only when it says so; anything else decodes colour, always safe."""
+    return "luma" if parameters.get("input_colour") == "luma" else "rgb"
 
 
 class Embedder(Protocol):
@@ -247,7 +256,7 @@ class TritonEmbedder:
             fallback=fallback,
             warning=params.get("fallback_reason", "") if fallback else "",
             precision=params.get("precision", "fp32"),
-            input_colour="luma" if params.get("input_colour") == "luma" else "rgb",  # unknown: decode colour
+            input_colour=input_colour(params),
         )
 
 

@@ -368,7 +368,7 @@ class DedupService:
         # Every caller has read the model first (model() / calibration()), so this is known; grey decoding is
         # only a shortcut, and a colour decode gives the same luma to the model, so None just decodes colour.
         model = self._embedder.known_model_info()
-        grey = model is not None and model.input_colour == "luma"
+        grey = model is not None and model.reads_luma
         with tracer.start_as_current_span("decode"):
             # The layout is computed in the decode thread too: CPU work stays off the event loop.
             pixels, layout = await asyncio.get_running_loop().run_in_executor(
