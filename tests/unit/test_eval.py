@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,8 +12,8 @@ from dedup_eval.benchmark import make_splits
 from dedup_eval.corpus import Photo
 from dedup_eval.metrics import at_threshold, choose_threshold, quality, server_decision
 from dedup_eval.runner import Candidate, QueryResult
-from dedup_eval.transforms import DISTRACTOR_TRANSFORMS, TRANSFORMS, apply
-from PIL import Image
+from dedup_eval.transforms import DISTRACTOR_TRANSFORMS, HARD_TRANSFORMS, MUST_FIND, TRANSFORMS, apply
+from PIL import Image, ImageDraw
 
 from tests.conftest import EVAL_DIR
 
@@ -23,7 +24,14 @@ def photo() -> Image.Image:
         return image.convert("RGB")
 
 
-@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+# The 15 the v1 benchmark was calibrated on: their names, order and output must not change.
+V1_TRANSFORMS = (
+    "scale_25", "scale_50", "crop_80", "crop_65", "brightness_+40", "brightness_-40", "contrast_-50", "grayscale",
+    "jpeg_q20", "rotate_8", "border_10", "watermark", "hflip", "png", "combination",
+)
+
+
+@pytest.mark.parametrize("name", sorted(V1_TRANSFORMS))
 def test_transform_gives_a_decodable_seeded_copy(photo: Image.Image, name: str) -> None:
     first, again = apply(name, photo, seed=7), apply(name, photo, seed=7)
     assert first == again  # seeded: the benchmark is the same on every run
@@ -50,6 +58,170 @@ def test_grayscale_and_flip_do_what_they_say(photo: Image.Image) -> None:
     with Image.open(io.BytesIO(apply("hflip", photo, seed=1))) as flipped:
         mirrored = np.asarray(flipped.convert("RGB"), dtype=np.int16)
     assert np.abs(mirrored[:, ::-1] - np.asarray(photo, dtype=np.int16)).mean() < 6
+
+
+# --- the Copydays / DISC21-style additions, and every transform on synthetic photos down to 64x48 ----------------
+
+SIZES = [pytest.param((320, 240), id="320x240"), pytest.param((64, 48), id="64x48"),
+         pytest.param((48, 64), id="48x64")]
+# Transforms that draw on the Generator: some seed must give another copy.
+SEEDED = frozenset({
+    "crop_80", "crop_65", "rotate_8", "border_10", "watermark", "combination", "crop_area_50", "crop_area_50_wide",
+    "noise", "hue_shift", "stretch", "pad_random", "emoji_stickers", "meme_text", "screenshot", "combination_strong",
+    "combination_meme", "rotate_crop_15",
+})
+
+
+def _synthetic(width: int, height: int) -> Image.Image:
+    """Gradients under a few flat shapes; no channel above 200, so white captions stand out."""
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([40 + 160 * x // width, 40 + 160 * y // height, 120 + 80 * ((x + y) % 32) // 32], axis=-1)
+    image = Image.fromarray(pixels.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((width // 8, height // 8, width // 2, height // 2), fill=(200, 30, 30))
+    draw.rectangle((width // 2, height // 2, 7 * width // 8, 7 * height // 8), fill=(30, 160, 40))
+    return image
+
+
+def _decode(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as copy:
+        copy.load()
+        return copy.convert("RGB") if copy.mode != "RGB" else copy.copy()
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def test_v1_transforms_come_first_and_the_hard_ones_after() -> None:
+    assert tuple(TRANSFORMS)[: len(V1_TRANSFORMS)] == V1_TRANSFORMS
+    assert tuple(TRANSFORMS)[len(V1_TRANSFORMS):] == HARD_TRANSFORMS
+    assert MUST_FIND <= set(V1_TRANSFORMS)
+    assert set(DISTRACTOR_TRANSFORMS) - {"original"} <= set(V1_TRANSFORMS)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_every_transform_decodes_and_is_seeded_on_small_photos(name: str, size: tuple[int, int]) -> None:
+    source = _synthetic(*size)
+    first = apply(name, source, seed=11)
+    assert first == apply(name, source, seed=11)
+    copy = _decode(first)
+    assert min(copy.size) >= 1
+    if name in SEEDED:
+        assert any(apply(name, source, seed=seed) != first for seed in range(8))
+
+
+@pytest.mark.parametrize("name", HARD_TRANSFORMS)
+def test_hard_transforms_change_a_large_square_photo(name: str) -> None:
+    source = _synthetic(1280, 1280)
+    copy = _decode(apply(name, source, seed=5))
+    assert min(copy.size) >= 16
+    assert apply(name, source, seed=5) != apply("original", source, seed=5)
+
+
+def _aspect(image: Image.Image) -> float:
+    return image.width / image.height
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize(("name", "holds"), [
+    pytest.param("letterbox_16_9", lambda src, out: abs(out.width - out.height * 16 / 9) <= 1
+                 and (out.width == src.width or out.height == src.height), id="letterbox_16_9-is-16:9"),
+    pytest.param("pillarbox", lambda src, out: out.width == out.height == max(src.size), id="pillarbox-is-square"),
+    pytest.param("thumb_160", lambda src, out: max(out.size) == 160
+                 and abs(_aspect(out) - _aspect(src)) < 0.05, id="thumb_160-long-side"),
+    pytest.param("thumb_96", lambda src, out: max(out.size) == 96
+                 and abs(_aspect(out) - _aspect(src)) < 0.05, id="thumb_96-long-side"),
+    pytest.param("stretch", lambda src, out: abs(_aspect(out) / _aspect(src) - 1) > 0.25, id="stretch-changes-aspect"),
+    pytest.param("crop_area_50", lambda src, out: abs(out.width * out.height / (src.width * src.height) - 0.5) < 0.03
+                 and abs(_aspect(out) - _aspect(src)) < 0.05, id="crop_area_50-half-the-area"),
+    pytest.param("crop_area_50_wide", lambda src, out: out.height == src.height
+                 and abs(out.width - src.width / 2) <= 16, id="crop_area_50_wide-half-the-width"),
+    pytest.param("pad_random", lambda src, out: out.width >= src.width * 1.1 or out.height >= src.height * 1.1,
+                 id="pad_random-adds-a-margin"),
+    pytest.param("rotate_crop_15", lambda src, out: out.width < src.width and out.height < src.height,
+                 id="rotate_crop_15-crops"),
+    pytest.param("combination_strong", lambda src, out: out.width <= max(16, src.width * 0.3),
+                 id="combination_strong-downscales"),
+    pytest.param("combination_meme", lambda src, out: out.width >= src.width and out.height >= src.height,
+                 id="combination_meme-pads"),
+])
+def test_geometry(name: str, holds: Callable[[Image.Image, Image.Image], bool], size: tuple[int, int]) -> None:
+    source = _synthetic(*size)
+    copy = _decode(apply(name, source, seed=3))
+    assert holds(source, copy), (source.size, copy.size)
+
+
+@pytest.mark.parametrize(("name", "fmt"), [
+    pytest.param("screenshot", "PNG", id="screenshot-is-png"),
+    pytest.param("jpeg_q5", "JPEG", id="jpeg_q5-is-jpeg"),
+    pytest.param("thumb_96", "JPEG", id="thumb_96-is-jpeg"),
+    pytest.param("combination_meme", "JPEG", id="combination_meme-is-jpeg"),
+])
+def test_format(name: str, fmt: str) -> None:
+    with Image.open(io.BytesIO(apply(name, _synthetic(320, 240), seed=1))) as copy:
+        assert copy.format == fmt
+
+
+def test_low_jpeg_qualities_are_smaller() -> None:
+    source = _synthetic(320, 240)
+    sizes = [len(apply(name, source, seed=1)) for name in ("jpeg_q5", "jpeg_q8", "jpeg_q20", "original")]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+
+
+def test_screenshot_puts_the_photo_on_a_larger_screen() -> None:
+    for seed in range(6):
+        shot = _decode(apply("screenshot", _synthetic(320, 240), seed=seed))
+        assert shot.height / shot.width == pytest.approx(19.5 / 9, abs=0.02) or \
+            shot.width / shot.height == pytest.approx(16 / 10, abs=0.02)
+        assert max(shot.size) >= 240
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_bars_are_black(size: tuple[int, int]) -> None:
+    source = _synthetic(*size)
+    for name in ("letterbox_16_9", "pillarbox"):
+        pixels = _pixels(_decode(apply(name, source, seed=1)))
+        assert pixels[0, 0].max() < 12 and pixels[-1, -1].max() < 12, name
+
+
+def test_blur_noise_and_colour_edits_do_what_they_say() -> None:
+    source = _synthetic(320, 240)
+    original = _pixels(source)
+
+    def edges(pixels: np.ndarray) -> float:
+        return float(np.square(np.diff(pixels, axis=1)).mean())
+
+    assert edges(_pixels(_decode(apply("blur", source, seed=1)))) < 0.8 * edges(original)
+    noise = _pixels(_decode(apply("noise", source, seed=1))) - original
+    assert 8 < noise.std() < 16
+    def colourfulness(pixels: np.ndarray) -> float:  # how far pixels are from grey
+        return float((pixels.max(axis=-1) - pixels.min(axis=-1)).mean())
+
+    assert colourfulness(_pixels(_decode(apply("saturation_+80", source, seed=1)))) > 1.3 * colourfulness(original)
+    def hue(image: Image.Image) -> np.ndarray:
+        return np.asarray(image.convert("HSV"), dtype=np.float32)[..., 0]
+
+    for seed in range(4):
+        turned = np.abs(hue(_decode(apply("hue_shift", source, seed=seed))) - hue(source)) * 360 / 256
+        turned = np.minimum(turned, 360 - turned)
+        assert 25 < float(np.median(turned)) < 65, seed
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_stickers_and_captions_cover_part_of_the_photo(size: tuple[int, int]) -> None:
+    source = _synthetic(*size)
+    original = _pixels(source)
+    for seed in range(3):
+        changed = np.abs(_pixels(_decode(apply("emoji_stickers", source, seed=seed))) - original).max(axis=-1) > 60
+        assert 0.01 < changed.mean() < 0.5, seed
+        # captions: white ink (the photo has no channel above 200) top and bottom, the middle left alone
+        meme = _pixels(_decode(apply("meme_text", source, seed=seed)))
+        band, middle = max(1, size[1] // 5), slice(2 * size[1] // 5, 3 * size[1] // 5)
+        assert meme[:band].min(axis=-1).max() > 210 and meme[-band:].min(axis=-1).max() > 210, seed
+        untouched = np.abs(meme[middle] - original[middle]).mean()
+        assert min(np.abs(meme - original)[:band].mean(), np.abs(meme - original)[-band:].mean()) > 3 * untouched
 
 
 def _photos(count: int) -> list[Photo]:
