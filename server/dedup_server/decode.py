@@ -29,7 +29,27 @@ class DecodeLimits:
     size: int = 224  # the model input is size x size
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decoded:
+    pixels: np.ndarray  # uint8 [size, size, 3]: the model input
+    thumbnail: np.ndarray  # uint8 [h, w] grey, longest side at most the requested side: local features' input
+
+
 def decode_image(data: bytes, limits: DecodeLimits, *, grey: bool = False) -> np.ndarray:
+    """The model input alone (see decode_with_thumbnail)."""
+    return _decode(data, limits, grey=grey, thumbnail_side=0).pixels
+
+
+def decode_with_thumbnail(data: bytes, limits: DecodeLimits, *, grey: bool = False, thumbnail_side: int) -> Decoded:
+    """The model input and a grey thumbnail (aspect kept, longest side at most ``thumbnail_side``), from one decode.
+
+    The thumbnail is made from the same drafted, oriented and flattened image as the model input, so a stored
+    image's signature and a query's features go through identical preprocessing.
+    """
+    return _decode(data, limits, grey=grey, thumbnail_side=thumbnail_side)
+
+
+def _decode(data: bytes, limits: DecodeLimits, *, grey: bool, thumbnail_side: int) -> Decoded:
     """Decode, orient, flatten and resize an encoded image; raise InvalidImage with the reason.
 
     ``grey``: the model reads only luminance (ModelInfo.input_colour "luma"), so a colour JPEG is decoded to its
@@ -64,14 +84,14 @@ def decode_image(data: bytes, limits: DecodeLimits, *, grey: bool = False) -> np
                 f"over the limit of {limits.max_pixels} pixels"
             )
         try:
-            return _to_model_input(image, limits.size, grey=grey)
+            return _to_model_input(image, limits.size, grey=grey, thumbnail_side=thumbnail_side)
         except InvalidImage:
             raise
         except Exception as exc:  # truncated data, bad chunks, decoder errors, bombs
             raise InvalidImage(f"corrupt or truncated {image.format} image: {exc}") from exc
 
 
-def _to_model_input(image: Image.Image, size: int, *, grey: bool) -> np.ndarray:
+def _to_model_input(image: Image.Image, size: int, *, grey: bool, thumbnail_side: int) -> Decoded:
     if image.format in ("JPEG", "MPO"):
         # Decode at 1/2, 1/4 or 1/8 scale when the result still covers the model size: 2-3x faster. In grey, the
         # decoder skips the chroma and the resize runs on one channel: 2.0 -> 1.3 ms for a 640x480 photo.
@@ -79,21 +99,26 @@ def _to_model_input(image: Image.Image, size: int, *, grey: bool) -> np.ndarray:
     image.seek(0)  # animated GIF/WebP/MPO: the first frame
     image.load()
     image = ImageOps.exif_transpose(image)
-    array = np.asarray(_to_rgb_at_size(image, size), dtype=np.uint8)
+    array = np.asarray(_to_rgb_at(image, (size, size)), dtype=np.uint8)
     if array.shape != (size, size, 3):
         raise InvalidImage(f"decoded to an unexpected shape {array.shape}")
-    return array
+    if thumbnail_side <= 0:
+        return Decoded(pixels=array, thumbnail=np.zeros((0, 0), dtype=np.uint8))
+    width, height = image.size
+    scale = min(1.0, thumbnail_side / max(width, height))
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    thumbnail = np.asarray(_to_rgb_at(image, target).convert("L"), dtype=np.uint8)
+    return Decoded(pixels=array, thumbnail=thumbnail)
 
 
-def _to_rgb_at_size(image: Image.Image, size: int) -> Image.Image:
-    """RGB at size x size, resizing as early as each mode allows.
+def _to_rgb_at(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """RGB at ``target`` (width, height), resizing as early as each mode allows.
 
     Memory: beside the decoded image itself, a full-size copy is made only where the mode
     cannot be resized as it is (palette, 1-bit, CMYK, ...), so a small file declaring the
     maximum pixel count costs a few hundred MB at most, not gigabytes of float copies.
     """
     mode = image.mode
-    target = (size, size)
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         # 16-bit / 32-bit / float greyscale: Pillow's convert('L') clips instead of scaling.
         # The scale comes from the whole image's extrema; the arithmetic runs on the small one.
@@ -113,6 +138,8 @@ def _to_rgb_at_size(image: Image.Image, size: int) -> Image.Image:
         background = Image.new("RGBA", target, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if mode in ("RGB", "L"):
+        if image.size == target:
+            return image.convert("RGB")
         return image.resize(target, Image.Resampling.BILINEAR).convert("RGB")
     # Palette and 1-bit images resize only by nearest neighbour, CMYK converts non-linearly:
     # convert first, then resize.

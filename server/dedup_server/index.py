@@ -31,9 +31,11 @@ logger = logging.getLogger(__name__)
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
 # Reserved metadata key: the image's layout (layout.py), stored beside the client's metadata.
 LAYOUT_KEY = "_dedup_layout"
-ID_FIELD, VECTOR_FIELD, METADATA_FIELD, MODEL_FIELD, INSERTED_AT_FIELD = (
-    "id", "vector", "metadata", "model", "inserted_at",
+ID_FIELD, VECTOR_FIELD, METADATA_FIELD, MODEL_FIELD, INSERTED_AT_FIELD, SIGNATURE_FIELD = (
+    "id", "vector", "metadata", "model", "inserted_at", "signature",
 )
+# The signature (verification/signature.py) is base64 text: Milvus 2.3 has no bytes type; VARCHAR holds 65,535.
+MAX_SIGNATURE_LENGTH = 65_535
 MODEL_PROPERTY = "dedup.model"
 MAX_ID_LENGTH = 512
 METRIC = "COSINE"
@@ -56,6 +58,8 @@ class Hit:
     metadata: Mapping[str, str]
     layout: str = ""  # the stored image's layout (layout.py); "" when stored before layouts existed
     mirrored: bool = False  # the stored image is the query mirrored (see flip.py)
+    verified: bool = False  # geometric verification ran and passed (verification/)
+    inliers: int = 0  # keypoint matches that agreed, when verification ran
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -64,6 +68,7 @@ class StoredImage:
     vector: np.ndarray
     metadata: Mapping[str, str]
     layout: str = ""
+    signature: str = ""  # verification/signature.py; "" when unknown
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -86,6 +91,7 @@ class CollectionStats:
 class _CollectionState:
     milvus_name: str
     model: str
+    has_signatures: bool = True  # collections created before signatures existed have no such field
 
 
 def validate_collection_name(name: str) -> None:
@@ -120,6 +126,7 @@ class MilvusIndex:
         except MilvusException as exc:
             raise BackendUnavailable(f"cannot connect to Milvus at {uri}: {exc.message}") from exc
         self._collections: dict[str, _CollectionState] = {}
+        self._has_signatures: dict[str, bool] = {}  # by Milvus name
         self._lock = threading.Lock()  # guards collection creation and the cache
 
     @property
@@ -154,6 +161,7 @@ class MilvusIndex:
             with self._lock:
                 state = self._collections.get(name) or self._load_or_create(name, model, create)
                 self._collections[name] = state
+                self._has_signatures[state.milvus_name] = state.has_signatures
         if state.model != model.label:
             raise ModelMismatch(name, state.model, model.label)
         return state.milvus_name
@@ -171,25 +179,20 @@ class MilvusIndex:
         milvus_name = self._prefix + name
         with _milvus_errors(f"open collection {name!r}"):
             if self._client.has_collection(milvus_name, timeout=self._call_timeout_s):
-                recorded = self._recorded_model(milvus_name)
+                described = self._client.describe_collection(milvus_name, timeout=self._call_timeout_s)
+                recorded = _recorded_model(described, milvus_name)
                 if recorded == model.label:
                     self._ensure_loaded(milvus_name)
-                return _CollectionState(milvus_name, recorded)
+                fields = {str(field.get("name")) for field in described.get("fields", [])}
+                return _CollectionState(milvus_name, recorded, has_signatures=SIGNATURE_FIELD in fields)
             if not create:
                 raise CollectionNotFound(name)
             self._create(milvus_name, model)
             return _CollectionState(milvus_name, model.label)
 
     def _recorded_model(self, milvus_name: str) -> str:
-        # Recorded twice at creation: Milvus Lite keeps properties but drops descriptions.
-        described = self._client.describe_collection(milvus_name, timeout=self._call_timeout_s)
-        recorded = (described.get("properties") or {}).get(MODEL_PROPERTY)
-        if recorded:
-            return str(recorded)
-        try:
-            return str(json.loads(described.get("description", ""))["model"])
-        except (ValueError, KeyError, TypeError):
-            return f"unknown (collection {milvus_name!r} was not created by this service)"
+        return _recorded_model(self._client.describe_collection(milvus_name, timeout=self._call_timeout_s),
+                               milvus_name)
 
     def _ensure_loaded(self, milvus_name: str) -> None:
         state = self._client.get_load_state(milvus_name, timeout=self._call_timeout_s).get("state")
@@ -204,6 +207,7 @@ class MilvusIndex:
         schema.add_field(METADATA_FIELD, DataType.JSON)
         schema.add_field(MODEL_FIELD, DataType.VARCHAR, max_length=256)
         schema.add_field(INSERTED_AT_FIELD, DataType.INT64)
+        schema.add_field(SIGNATURE_FIELD, DataType.VARCHAR, max_length=MAX_SIGNATURE_LENGTH)
         index_params = self._client.prepare_index_params()
         # Nested "params": milvus-lite ignores flattened ones (notes, trap 1); the server accepts both.
         index_params.add_index(
@@ -225,6 +229,10 @@ class MilvusIndex:
             "created collection %s (%s %s, model %s, dim %d)",
             milvus_name, self._index.index_type, self._index.build_params(), model.label, model.embedding_dim,
         )
+
+    def has_signatures(self, milvus_name: str) -> bool:
+        """Whether an opened collection stores signatures (those created before signatures existed do not)."""
+        return self._has_signatures.get(milvus_name, False)
 
     def forget(self, name: str) -> None:
         """Drop cached state (after a backend error that may mean the collection changed)."""
@@ -263,6 +271,7 @@ class MilvusIndex:
         if not images:
             return
         now_ms = int(time.time() * 1000)
+        with_signature = self._has_signatures.get(milvus_name, True)
         rows = [
             {
                 ID_FIELD: image.id,
@@ -271,6 +280,7 @@ class MilvusIndex:
                 METADATA_FIELD: {**image.metadata, LAYOUT_KEY: image.layout} if image.layout else dict(image.metadata),
                 MODEL_FIELD: model.label,
                 INSERTED_AT_FIELD: now_ms,
+                **({SIGNATURE_FIELD: image.signature[:MAX_SIGNATURE_LENGTH]} if with_signature else {}),
             }
             for image in images
         ]
@@ -278,6 +288,19 @@ class MilvusIndex:
             self._client.upsert(
                 milvus_name, data=rows, timeout=self._call_timeout_s if timeout_s is None else timeout_s
             )
+
+    def signatures(
+        self, milvus_name: str, ids: Sequence[str], *, timeout_s: float | None = None
+    ) -> dict[str, str]:
+        """The stored signatures of ``ids`` (ids without one, or collections from before signatures, are absent)."""
+        if not ids or not self._has_signatures.get(milvus_name, True):
+            return {}
+        with _milvus_errors("get signatures"), metrics.MILVUS_SECONDS.labels("get").time():
+            rows = self._client.get(
+                milvus_name, ids=list(ids), output_fields=[ID_FIELD, SIGNATURE_FIELD],
+                timeout=self._call_timeout_s if timeout_s is None else timeout_s,
+            )
+        return {str(row[ID_FIELD]): str(row[SIGNATURE_FIELD]) for row in rows if row.get(SIGNATURE_FIELD)}
 
     def scan(
         self, milvus_name: str, *, batch_size: int, timeout_s: float | None = None
@@ -355,6 +378,17 @@ class MilvusIndex:
                 metric=str(index.get("metric_type", METRIC)),
             ),
         )
+
+
+def _recorded_model(described: Mapping[str, Any], milvus_name: str) -> str:
+    # Recorded twice at creation: Milvus Lite keeps properties but drops descriptions.
+    recorded = (described.get("properties") or {}).get(MODEL_PROPERTY)
+    if recorded:
+        return str(recorded)
+    try:
+        return str(json.loads(described.get("description", ""))["model"])
+    except (ValueError, KeyError, TypeError):
+        return f"unknown (collection {milvus_name!r} was not created by this service)"
 
 
 def _stored(row: Mapping[str, Any]) -> StoredImage:

@@ -24,15 +24,19 @@ from . import validation
 from .batcher import MicroBatcher
 from .config import ServerConfig
 from .deadline import Deadline, backend_deadline, retry_async, retry_sync
-from .decode import DecodeLimits, decode_image
+from .decision import COSINE_ONLY, decide, to_verify
+from .decode import DecodeLimits, decode_with_thumbnail
 from .embedder import Embedder, ModelInfo
 from .errors import BackendUnavailable, DedupError, InvalidRequest, StreamTooLong
-from .flip import FlipPolicy, decide
+from .flip import FlipPolicy
 from .groups import DuplicateGroup, GroupBuilder
 from .index import CollectionStats, Hit, IndexDescription, MilvusIndex, StoredImage
 from .layout import layout_of
 from .stream import map_unordered
 from .thresholds import Calibration, calibrated_threshold
+from .verification import signature
+from .verification.rule import VerificationRule
+from .verification.verifier import QueryFeatures, Verified, verify
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -50,6 +54,7 @@ class CheckQuery:
     id: str = ""
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
     flip_policy: int = 0  # dedup.v1.FlipPolicy, validated here like the other fields
+    cosine_only: bool = False  # no geometric verification: the cosine against the threshold decides
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -127,6 +132,9 @@ class _WriteJob:
     deadline: Deadline | None = None  # the caller's; None: no deadline
     flip_policy: FlipPolicy = FlipPolicy.DEFAULT
     layout: str = ""  # the image's layout (layout.py): stored, and compared to tell mirrored matches
+    thumbnail: np.ndarray | None = None  # grey, for local features of band candidates (verification/)
+    signature: str = ""  # what is stored of the thumbnail (verification/signature.py)
+    rule: VerificationRule = COSINE_ONLY
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -206,11 +214,14 @@ class DedupService:
         if not query.insert_if_unique:
             # Fail fast on an unknown collection, before spending a model call on the image.
             milvus_name = await self._existing_collection(collection, model, caller)
-        vector, layout = await self._embed(query.image, caller)
+        rule = COSINE_ONLY if query.cosine_only else calibration.rule
+        embedded = await self._embed(query.image, caller, signed=query.insert_if_unique)
+        vector, layout = embedded.vector, embedded.layout
         if query.insert_if_unique:
             result = await self._write(
                 _WriteJob(collection, image_id, vector, metadata, True, threshold, top_k, deadline=caller,
-                          flip_policy=policy, layout=layout)
+                          flip_policy=policy, layout=layout, thumbnail=embedded.thumbnail,
+                          signature=embedded.signature, rule=rule)
             )
             return CheckOutcome(
                 matches=result.matches, inserted=result.inserted, model=model.label, threshold=threshold
@@ -224,8 +235,28 @@ class DedupService:
                     self._deadline(caller), "Milvus search",
                 )
             )
-        matches = decide(hits[0], layout, policy, threshold, top_k)
+        verified = await self._verify(milvus_name, hits[0], embedded.thumbnail, threshold, rule, caller)
+        matches = decide(hits[0], layout, policy, threshold, top_k, rule=rule, verified=verified)
         return CheckOutcome(matches=matches, inserted=False, model=model.label, threshold=threshold)
+
+    async def _verify(
+        self, milvus_name: str, hits: Sequence[Hit], thumbnail: np.ndarray, threshold: float,
+        rule: VerificationRule, caller: Deadline | None,
+    ) -> dict[str, Verified] | None:
+        """Evidence for the band candidates of one query (None: the collection keeps no signatures)."""
+        if not self._index.has_signatures(milvus_name):
+            return None
+        ids = to_verify(hits, threshold, rule)
+        if not ids:
+            return {}
+        with tracer.start_as_current_span("verify", attributes={"candidates": len(ids)}):
+            signatures = await asyncio.to_thread(
+                self._milvus, lambda timeout_s: self._index.signatures(milvus_name, ids, timeout_s=timeout_s),
+                self._deadline(caller), "Milvus get signatures",
+            )
+            return await asyncio.get_running_loop().run_in_executor(
+                self._decode_pool, verify, QueryFeatures(thumbnail), signatures, rule
+            )
 
     # -- IndexStream ---------------------------------------------------------------------------
 
@@ -271,10 +302,11 @@ class DedupService:
             threshold = validation.threshold(item.threshold, calibration.threshold)
             metadata = validation.metadata(item.metadata, self._limits)
             policy = validation.flip_policy(item.flip_policy)
-            vector, layout = await self._embed(item.image, caller, wait_for_room=True)
+            embedded = await self._embed(item.image, caller, wait_for_room=True, signed=True)
             result = await self._write(
-                _WriteJob(collection, image_id, vector, metadata, item.skip_duplicates, threshold,
-                          self._config.default_top_k, deadline=caller, flip_policy=policy, layout=layout),
+                _WriteJob(collection, image_id, embedded.vector, metadata, item.skip_duplicates, threshold,
+                          self._config.default_top_k, deadline=caller, flip_policy=policy, layout=embedded.layout,
+                          thumbnail=embedded.thumbnail, signature=embedded.signature, rule=calibration.rule),
                 wait_for_room=True,
             )
         except InvalidRequest as exc:
@@ -362,22 +394,25 @@ class DedupService:
         )
 
     async def _embed(
-        self, image: bytes, caller: Deadline | None, *, wait_for_room: bool = False
-    ) -> tuple[np.ndarray, str]:
-        """The image's embedding and its layout (layout.py), from one decode."""
+        self, image: bytes, caller: Deadline | None, *, wait_for_room: bool = False, signed: bool = False
+    ) -> _Embedded:
+        """The image's embedding, layout (layout.py) and grey thumbnail, from one decode; ``signed``: also the
+        signature to store (verification/signature.py)."""
         # Every caller has read the model first (model() / calibration()), so this is known; grey decoding is
         # only a shortcut, and a colour decode gives the same luma to the model, so None just decodes colour.
         model = self._embedder.known_model_info()
         grey = model is not None and model.reads_luma
         with tracer.start_as_current_span("decode"):
             # The layout is computed in the decode thread too: CPU work stays off the event loop.
-            pixels, layout = await asyncio.get_running_loop().run_in_executor(
-                self._decode_pool, _decode_with_layout, image, self._decode_limits, grey
+            decoded = await asyncio.get_running_loop().run_in_executor(
+                self._decode_pool, _decode_for_embedding, image, self._decode_limits, grey, signed
             )
         vector = await _before(
-            caller, self.embed_batcher.submit(_EmbedJob(pixels, caller), wait_for_room=wait_for_room), "Triton"
+            caller, self.embed_batcher.submit(_EmbedJob(decoded.pixels, caller), wait_for_room=wait_for_room),
+            "Triton",
         )
-        return vector, layout
+        return _Embedded(vector=vector, layout=decoded.layout, thumbnail=decoded.thumbnail,
+                         signature=decoded.signature)
 
     async def _write(self, job: _WriteJob, *, wait_for_room: bool = False) -> _WriteResult:
         result = await _before(job.deadline, self.write_batcher.submit(job, wait_for_room=wait_for_room), "Milvus")
@@ -443,22 +478,33 @@ class DedupService:
                 ),
                 deadline, "Milvus search",
             )
+        verifiable = self._index.has_signatures(milvus_name)
+        stored_signatures = self._band_signatures(milvus_name, jobs, found, deadline) if verifiable else {}
         accepted: dict[str, int] = {}  # id -> position in jobs, for the items this batch stores
         results: list[_WriteResult] = []
         # Items stored earlier in this batch are not in Milvus yet: compare with them directly. One product for
-        # every pair; only pairs at or above the item's threshold can match, so only those become hits.
+        # every pair; only pairs that can match (at or above the bottom of the item's band) become hits.
         in_batch = vectors @ vectors.T
         for j, job in enumerate(jobs):
-            earlier = [k for other_id, k in accepted.items() if other_id != job.id and in_batch[j, k] >= job.threshold]
+            lowest = job.threshold - job.rule.below
+            earlier = [k for other_id, k in accepted.items() if other_id != job.id and in_batch[j, k] >= lowest]
             hits = _without(found[j], job.id) + _batch_hits(jobs, earlier, in_batch[j, earlier])
-            matches = decide(hits, job.layout, job.flip_policy, job.threshold, job.top_k)
+            verified = None
+            if verifiable:
+                ids = to_verify(hits, job.threshold, job.rule)
+                in_batch_signatures = {jobs[k].id: jobs[k].signature for k in earlier}
+                candidates = {i: in_batch_signatures.get(i) or stored_signatures.get(i, "") for i in ids}
+                verified = verify(QueryFeatures(_thumbnail_of(job)), candidates, job.rule) if ids else {}
+            matches = decide(hits, job.layout, job.flip_policy, job.threshold, job.top_k, rule=job.rule,
+                             verified=verified)
             inserted = not (job.skip_duplicates and matches)
             if inserted:
                 accepted.pop(job.id, None)  # a re-sent id in the same batch replaces the earlier one
                 accepted[job.id] = j
             results.append(_WriteResult(matches=matches, inserted=inserted))
         stored = [
-            StoredImage(id=jobs[k].id, vector=jobs[k].vector, metadata=jobs[k].metadata, layout=jobs[k].layout)
+            StoredImage(id=jobs[k].id, vector=jobs[k].vector, metadata=jobs[k].metadata, layout=jobs[k].layout,
+                        signature=jobs[k].signature)
             for k in accepted.values()
         ]
         try:
@@ -472,6 +518,22 @@ class DedupService:
             # Nothing of this batch was acknowledged as stored; duplicates stay valid answers.
             return [exc if result.inserted else result for result in results]
         return list(results)
+
+
+    def _band_signatures(
+        self, milvus_name: str, jobs: Sequence[_WriteJob], found: Sequence[Sequence[Hit]], deadline: Deadline
+    ) -> dict[str, str]:
+        """One Milvus read for the stored signatures of every band candidate of the batch."""
+        ids = sorted({
+            i for job, hits in zip(jobs, found, strict=True)
+            for i in to_verify(_without(hits, job.id), job.threshold, job.rule)
+        })
+        if not ids:
+            return {}
+        return self._milvus(
+            lambda timeout_s: self._index.signatures(milvus_name, ids, timeout_s=timeout_s),
+            deadline, "Milvus get signatures",
+        )
 
 
 class _AtMost:
@@ -492,9 +554,28 @@ class _AtMost:
             yield item
 
 
-def _decode_with_layout(image: bytes, limits: DecodeLimits, grey: bool) -> tuple[np.ndarray, str]:
-    pixels = decode_image(image, limits, grey=grey)
-    return pixels, layout_of(pixels)
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Decoded:
+    pixels: np.ndarray
+    layout: str
+    thumbnail: np.ndarray
+    signature: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Embedded:
+    vector: np.ndarray
+    layout: str
+    thumbnail: np.ndarray
+    signature: str  # "" unless asked for (writes)
+
+
+def _decode_for_embedding(image: bytes, limits: DecodeLimits, grey: bool, signed: bool) -> _Decoded:
+    decoded = decode_with_thumbnail(image, limits, grey=grey, thumbnail_side=signature.SIDE)
+    return _Decoded(
+        pixels=decoded.pixels, layout=layout_of(decoded.pixels), thumbnail=decoded.thumbnail,
+        signature=signature.make_signature(decoded.thumbnail) if signed else "",
+    )
 
 
 async def _before(caller: Deadline | None, batched: Awaitable[T], backend: str) -> T:
@@ -511,6 +592,10 @@ async def _before(caller: Deadline | None, batched: Awaitable[T], backend: str) 
 def _without(hits: Sequence[Hit], image_id: str) -> list[Hit]:
     """Hits other than the image itself (a re-sent id finds its own earlier copy)."""
     return [hit for hit in hits if hit.id != image_id]
+
+
+def _thumbnail_of(job: _WriteJob) -> np.ndarray:
+    return job.thumbnail if job.thumbnail is not None else np.zeros((0, 0), dtype=np.uint8)
 
 
 def _batch_hits(jobs: Sequence[_WriteJob], positions: Sequence[int], similarities: np.ndarray) -> list[Hit]:

@@ -63,6 +63,7 @@ class DedupServicer(dedup_pb2_grpc.DeduplicationServicer):
                 id=request.id,
                 metadata=dict(request.metadata),
                 flip_policy=request.flip_policy,
+                cosine_only=request.cosine_only,
             ),
             time_remaining=context.time_remaining(),
         )
@@ -152,6 +153,12 @@ def _calibration(record: CalibrationRecord | None) -> dedup_pb2.ThresholdCalibra
         model=record.model, threshold=record.threshold, dataset=record.dataset, precision=record.precision,
         recall=record.recall, f1=record.f1, queries=record.queries, distractor_queries=record.distractor_queries,
         false_alarms=record.false_alarms, measured_at=record.measured_at, match_precision=record.match_precision,
+        verify_below=record.verify_below, verify_above=record.verify_above,
+        verify_min_inliers=record.verify_min_inliers, verify_min_coverage=record.verify_min_coverage,
+        false_alarm_rate_1m=record.false_alarm_rate_1m, false_alarm_rate_1m_low=record.false_alarm_rate_1m_low,
+        false_alarm_rate_1m_high=record.false_alarm_rate_1m_high, micro_ap=record.micro_ap,
+        recall_at_precision_99=record.recall_at_precision_99, recall_at_precision_999=record.recall_at_precision_999,
+        bytes_per_image=record.bytes_per_image,
     )
 
 
@@ -170,7 +177,8 @@ def _groups_response(item: ScanProgress | DuplicateGroup) -> dedup_pb2.FindDupli
 
 def _matches(hits: Sequence[Hit]) -> list[dedup_pb2.Match]:
     return [
-        dedup_pb2.Match(id=hit.id, similarity=hit.similarity, metadata=dict(hit.metadata), mirrored=hit.mirrored)
+        dedup_pb2.Match(id=hit.id, similarity=hit.similarity, metadata=dict(hit.metadata), mirrored=hit.mirrored,
+                        verified=hit.verified, inliers=hit.inliers)
         for hit in hits
     ]
 

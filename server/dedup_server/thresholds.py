@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Final
 
+from .verification.rule import VerificationRule
+
 CALIBRATIONS_PATH: Final = Path(__file__).with_name("calibrations.json")
 
 
@@ -33,6 +35,27 @@ class CalibrationRecord:
     distractor_queries: int
     false_alarms: int
     measured_at: str
+    # The verification band and rule (verification/rule.py), chosen with the threshold; 0: no band.
+    verify_below: float = 0.0
+    verify_above: float = 0.0
+    verify_min_inliers: int = 20
+    verify_min_coverage: float = 0.05
+    verify_max_candidates: int = 3
+    # From the benchmark report's false-alarm model: expected share of unrelated queries matching something among
+    # 1M indexed images, and its 95 % interval; and what the harness measured besides precision and recall.
+    false_alarm_rate_1m: float = 0.0
+    false_alarm_rate_1m_low: float = 0.0
+    false_alarm_rate_1m_high: float = 0.0
+    micro_ap: float = 0.0
+    recall_at_precision_99: float = 0.0
+    recall_at_precision_999: float = 0.0
+    bytes_per_image: int = 0
+
+    def rule(self) -> VerificationRule:
+        return VerificationRule(
+            below=self.verify_below, above=self.verify_above, min_inliers=self.verify_min_inliers,
+            min_coverage=self.verify_min_coverage, max_candidates=self.verify_max_candidates,
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -40,6 +63,9 @@ class Calibration:
     threshold: float
     source: str
     record: CalibrationRecord | None = None  # None when not measured (provisional or set by DEDUP_THRESHOLD)
+    # The verification band around whichever threshold a request applies (the model's calibrated one; no band
+    # for an uncalibrated model).
+    rule: VerificationRule = VerificationRule()
 
 
 # Models with no measurement yet. ResNet-50 weights are not available offline, so it was never evaluated.
@@ -70,13 +96,14 @@ def write_record(record: CalibrationRecord, path: Path = CALIBRATIONS_PATH) -> N
 
 def calibrated_threshold(model_name: str, configured: float) -> Calibration:
     """The configured threshold when set (DEDUP_THRESHOLD), else the model's calibrated one."""
-    if configured > 0:
-        return Calibration(threshold=configured, source="DEDUP_THRESHOLD")
     record = _records().get(model_name)
+    rule = record.rule() if record is not None else VerificationRule()
+    if configured > 0:
+        return Calibration(threshold=configured, source="DEDUP_THRESHOLD", rule=rule)
     if record is not None:
         return Calibration(
             threshold=record.threshold,
             source=f"calibrated by make eval on {record.dataset} ({record.measured_at})",
-            record=record,
+            record=record, rule=rule,
         )
     return _PROVISIONAL.get(model_name, _UNCALIBRATED)

@@ -17,7 +17,7 @@ FLIP_POLICY_MIRROR_IS_DUPLICATE: FlipPolicy
 FLIP_POLICY_MIRROR_IS_DISTINCT: FlipPolicy
 
 class CheckDuplicateRequest(_message.Message):
-    __slots__ = ("image", "collection", "threshold", "top_k", "insert_if_unique", "id", "metadata", "flip_policy")
+    __slots__ = ("image", "collection", "threshold", "top_k", "insert_if_unique", "id", "metadata", "flip_policy", "cosine_only")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class CheckDuplicateRequest(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     FLIP_POLICY_FIELD_NUMBER: _ClassVar[int]
+    COSINE_ONLY_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     collection: str
     threshold: float
@@ -41,10 +42,11 @@ class CheckDuplicateRequest(_message.Message):
     id: str
     metadata: _containers.ScalarMap[str, str]
     flip_policy: FlipPolicy
-    def __init__(self, image: _Optional[bytes] = ..., collection: _Optional[str] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., insert_if_unique: _Optional[bool] = ..., id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., flip_policy: _Optional[_Union[FlipPolicy, str]] = ...) -> None: ...
+    cosine_only: bool
+    def __init__(self, image: _Optional[bytes] = ..., collection: _Optional[str] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., insert_if_unique: _Optional[bool] = ..., id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., flip_policy: _Optional[_Union[FlipPolicy, str]] = ..., cosine_only: _Optional[bool] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("id", "similarity", "metadata", "mirrored")
+    __slots__ = ("id", "similarity", "metadata", "mirrored", "verified", "inliers")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,11 +58,15 @@ class Match(_message.Message):
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     MIRRORED_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    INLIERS_FIELD_NUMBER: _ClassVar[int]
     id: str
     similarity: float
     metadata: _containers.ScalarMap[str, str]
     mirrored: bool
-    def __init__(self, id: _Optional[str] = ..., similarity: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., mirrored: _Optional[bool] = ...) -> None: ...
+    verified: bool
+    inliers: int
+    def __init__(self, id: _Optional[str] = ..., similarity: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., mirrored: _Optional[bool] = ..., verified: _Optional[bool] = ..., inliers: _Optional[int] = ...) -> None: ...
 
 class CheckDuplicateResponse(_message.Message):
     __slots__ = ("is_duplicate", "matches", "inserted", "model", "threshold")
@@ -218,7 +224,7 @@ class GetStatsResponse(_message.Message):
     def __init__(self, collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., index: _Optional[_Union[IndexInfo, _Mapping]] = ..., default_threshold: _Optional[float] = ..., default_top_k: _Optional[int] = ..., threshold_source: _Optional[str] = ..., calibration: _Optional[_Union[ThresholdCalibration, _Mapping]] = ...) -> None: ...
 
 class ThresholdCalibration(_message.Message):
-    __slots__ = ("model", "threshold", "dataset", "precision", "recall", "f1", "queries", "distractor_queries", "false_alarms", "measured_at", "match_precision")
+    __slots__ = ("model", "threshold", "dataset", "precision", "recall", "f1", "queries", "distractor_queries", "false_alarms", "measured_at", "match_precision", "verify_below", "verify_above", "verify_min_inliers", "verify_min_coverage", "false_alarm_rate_1m", "false_alarm_rate_1m_low", "false_alarm_rate_1m_high", "micro_ap", "recall_at_precision_99", "recall_at_precision_999", "bytes_per_image")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +236,17 @@ class ThresholdCalibration(_message.Message):
     FALSE_ALARMS_FIELD_NUMBER: _ClassVar[int]
     MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
     MATCH_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_BELOW_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_ABOVE_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_MIN_INLIERS_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_MIN_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    FALSE_ALARM_RATE_1M_FIELD_NUMBER: _ClassVar[int]
+    FALSE_ALARM_RATE_1M_LOW_FIELD_NUMBER: _ClassVar[int]
+    FALSE_ALARM_RATE_1M_HIGH_FIELD_NUMBER: _ClassVar[int]
+    MICRO_AP_FIELD_NUMBER: _ClassVar[int]
+    RECALL_AT_PRECISION_99_FIELD_NUMBER: _ClassVar[int]
+    RECALL_AT_PRECISION_999_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_IMAGE_FIELD_NUMBER: _ClassVar[int]
     model: str
     threshold: float
     dataset: str
@@ -241,7 +258,18 @@ class ThresholdCalibration(_message.Message):
     false_alarms: int
     measured_at: str
     match_precision: float
-    def __init__(self, model: _Optional[str] = ..., threshold: _Optional[float] = ..., dataset: _Optional[str] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ..., queries: _Optional[int] = ..., distractor_queries: _Optional[int] = ..., false_alarms: _Optional[int] = ..., measured_at: _Optional[str] = ..., match_precision: _Optional[float] = ...) -> None: ...
+    verify_below: float
+    verify_above: float
+    verify_min_inliers: int
+    verify_min_coverage: float
+    false_alarm_rate_1m: float
+    false_alarm_rate_1m_low: float
+    false_alarm_rate_1m_high: float
+    micro_ap: float
+    recall_at_precision_99: float
+    recall_at_precision_999: float
+    bytes_per_image: int
+    def __init__(self, model: _Optional[str] = ..., threshold: _Optional[float] = ..., dataset: _Optional[str] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ..., queries: _Optional[int] = ..., distractor_queries: _Optional[int] = ..., false_alarms: _Optional[int] = ..., measured_at: _Optional[str] = ..., match_precision: _Optional[float] = ..., verify_below: _Optional[float] = ..., verify_above: _Optional[float] = ..., verify_min_inliers: _Optional[int] = ..., verify_min_coverage: _Optional[float] = ..., false_alarm_rate_1m: _Optional[float] = ..., false_alarm_rate_1m_low: _Optional[float] = ..., false_alarm_rate_1m_high: _Optional[float] = ..., micro_ap: _Optional[float] = ..., recall_at_precision_99: _Optional[float] = ..., recall_at_precision_999: _Optional[float] = ..., bytes_per_image: _Optional[int] = ...) -> None: ...
 
 class FindDuplicateGroupsRequest(_message.Message):
     __slots__ = ("collection", "threshold", "flip_policy", "top_k")

@@ -92,6 +92,11 @@ export interface CheckDuplicateRequest {
   id: string;
   metadata: { [key: string]: string };
   flipPolicy: FlipPolicy;
+  /**
+   * Decide on cosine alone (no geometric verification of candidates near the threshold): for tools that want
+   * raw similarities. Default false: the server's calibrated decision.
+   */
+  cosineOnly: boolean;
 }
 
 export interface CheckDuplicateRequest_MetadataEntry {
@@ -106,6 +111,13 @@ export interface Match {
   metadata: { [key: string]: string };
   /** the stored image matches the query mirrored left-right */
   mirrored: boolean;
+  /**
+   * Geometric verification (for candidates in the band around the threshold): local features of the query and
+   * of the stored image's signature agree on one homography. verified: it ran and passed; inliers: how many
+   * keypoint matches agreed (0 when it did not run).
+   */
+  verified: boolean;
+  inliers: number;
 }
 
 export interface Match_MetadataEntry {
@@ -301,6 +313,27 @@ export interface ThresholdCalibration {
   measuredAt: string;
   /** of every match listed in answers (not only the best), the share that is right */
   matchPrecision: number;
+  /**
+   * Geometric verification band: candidates with similarity in [threshold - verify_below, threshold + verify_above)
+   * are duplicates only when at least verify_min_inliers local-feature matches agree (both 0: no band).
+   */
+  verifyBelow: number;
+  verifyAbove: number;
+  verifyMinInliers: number;
+  verifyMinCoverage: number;
+  /**
+   * Expected share of queries of unrelated images that would wrongly match something in a collection of
+   * 1,000,000 images, with its 95 % interval, from the model in the benchmark report (unrelated-pair tail).
+   */
+  falseAlarmRate1m: number;
+  falseAlarmRate1mLow: number;
+  falseAlarmRate1mHigh: number;
+  /** average precision over all test queries, one prediction each (DISC21) */
+  microAp: number;
+  recallAtPrecision99: number;
+  recallAtPrecision999: number;
+  /** stored per image in Milvus: vector, signature, layout (median, measured) */
+  bytesPerImage: number;
 }
 
 export interface FindDuplicateGroupsRequest {
@@ -346,6 +379,7 @@ function createBaseCheckDuplicateRequest(): CheckDuplicateRequest {
     id: "",
     metadata: {},
     flipPolicy: 0,
+    cosineOnly: false,
   };
 }
 
@@ -374,6 +408,9 @@ export const CheckDuplicateRequest: MessageFns<CheckDuplicateRequest> = {
     });
     if (message.flipPolicy !== 0) {
       writer.uint32(64).int32(message.flipPolicy);
+    }
+    if (message.cosineOnly !== false) {
+      writer.uint32(72).bool(message.cosineOnly);
     }
     return writer;
   },
@@ -458,6 +495,14 @@ export const CheckDuplicateRequest: MessageFns<CheckDuplicateRequest> = {
             message.flipPolicy = reader.int32() as any;
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.cosineOnly = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -505,6 +550,11 @@ export const CheckDuplicateRequest: MessageFns<CheckDuplicateRequest> = {
         : isSet(object.flip_policy)
         ? flipPolicyFromJSON(object.flip_policy)
         : 0,
+      cosineOnly: isSet(object.cosineOnly)
+        ? globalThis.Boolean(object.cosineOnly)
+        : isSet(object.cosine_only)
+        ? globalThis.Boolean(object.cosine_only)
+        : false,
     };
   },
 
@@ -540,6 +590,9 @@ export const CheckDuplicateRequest: MessageFns<CheckDuplicateRequest> = {
     if (message.flipPolicy !== 0) {
       obj.flipPolicy = flipPolicyToJSON(message.flipPolicy);
     }
+    if (message.cosineOnly !== false) {
+      obj.cosineOnly = message.cosineOnly;
+    }
     return obj;
   },
 
@@ -564,6 +617,7 @@ export const CheckDuplicateRequest: MessageFns<CheckDuplicateRequest> = {
       {},
     );
     message.flipPolicy = object.flipPolicy ?? 0;
+    message.cosineOnly = object.cosineOnly ?? false;
     return message;
   },
 };
@@ -658,7 +712,7 @@ export const CheckDuplicateRequest_MetadataEntry: MessageFns<CheckDuplicateReque
 };
 
 function createBaseMatch(): Match {
-  return { id: "", similarity: 0, metadata: {}, mirrored: false };
+  return { id: "", similarity: 0, metadata: {}, mirrored: false, verified: false, inliers: 0 };
 }
 
 export const Match: MessageFns<Match> = {
@@ -674,6 +728,12 @@ export const Match: MessageFns<Match> = {
     });
     if (message.mirrored !== false) {
       writer.uint32(32).bool(message.mirrored);
+    }
+    if (message.verified !== false) {
+      writer.uint32(40).bool(message.verified);
+    }
+    if (message.inliers !== 0) {
+      writer.uint32(48).uint32(message.inliers);
     }
     return writer;
   },
@@ -726,6 +786,22 @@ export const Match: MessageFns<Match> = {
             message.mirrored = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.verified = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.inliers = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -757,6 +833,8 @@ export const Match: MessageFns<Match> = {
         )
         : {},
       mirrored: isSet(object.mirrored) ? globalThis.Boolean(object.mirrored) : false,
+      verified: isSet(object.verified) ? globalThis.Boolean(object.verified) : false,
+      inliers: isSet(object.inliers) ? globalThis.Number(object.inliers) : 0,
     };
   },
 
@@ -780,6 +858,12 @@ export const Match: MessageFns<Match> = {
     if (message.mirrored !== false) {
       obj.mirrored = message.mirrored;
     }
+    if (message.verified !== false) {
+      obj.verified = message.verified;
+    }
+    if (message.inliers !== 0) {
+      obj.inliers = Math.round(message.inliers);
+    }
     return obj;
   },
 
@@ -800,6 +884,8 @@ export const Match: MessageFns<Match> = {
       {},
     );
     message.mirrored = object.mirrored ?? false;
+    message.verified = object.verified ?? false;
+    message.inliers = object.inliers ?? 0;
     return message;
   },
 };
@@ -2527,6 +2613,17 @@ function createBaseThresholdCalibration(): ThresholdCalibration {
     falseAlarms: 0,
     measuredAt: "",
     matchPrecision: 0,
+    verifyBelow: 0,
+    verifyAbove: 0,
+    verifyMinInliers: 0,
+    verifyMinCoverage: 0,
+    falseAlarmRate1m: 0,
+    falseAlarmRate1mLow: 0,
+    falseAlarmRate1mHigh: 0,
+    microAp: 0,
+    recallAtPrecision99: 0,
+    recallAtPrecision999: 0,
+    bytesPerImage: 0,
   };
 }
 
@@ -2564,6 +2661,39 @@ export const ThresholdCalibration: MessageFns<ThresholdCalibration> = {
     }
     if (message.matchPrecision !== 0) {
       writer.uint32(93).float(message.matchPrecision);
+    }
+    if (message.verifyBelow !== 0) {
+      writer.uint32(101).float(message.verifyBelow);
+    }
+    if (message.verifyAbove !== 0) {
+      writer.uint32(109).float(message.verifyAbove);
+    }
+    if (message.verifyMinInliers !== 0) {
+      writer.uint32(112).uint32(message.verifyMinInliers);
+    }
+    if (message.verifyMinCoverage !== 0) {
+      writer.uint32(125).float(message.verifyMinCoverage);
+    }
+    if (message.falseAlarmRate1m !== 0) {
+      writer.uint32(133).float(message.falseAlarmRate1m);
+    }
+    if (message.falseAlarmRate1mLow !== 0) {
+      writer.uint32(141).float(message.falseAlarmRate1mLow);
+    }
+    if (message.falseAlarmRate1mHigh !== 0) {
+      writer.uint32(149).float(message.falseAlarmRate1mHigh);
+    }
+    if (message.microAp !== 0) {
+      writer.uint32(157).float(message.microAp);
+    }
+    if (message.recallAtPrecision99 !== 0) {
+      writer.uint32(165).float(message.recallAtPrecision99);
+    }
+    if (message.recallAtPrecision999 !== 0) {
+      writer.uint32(173).float(message.recallAtPrecision999);
+    }
+    if (message.bytesPerImage !== 0) {
+      writer.uint32(176).uint32(message.bytesPerImage);
     }
     return writer;
   },
@@ -2669,6 +2799,94 @@ export const ThresholdCalibration: MessageFns<ThresholdCalibration> = {
             message.matchPrecision = reader.float();
             continue;
           }
+          case 12: {
+            if (tag !== 101) {
+              break;
+            }
+
+            message.verifyBelow = reader.float();
+            continue;
+          }
+          case 13: {
+            if (tag !== 109) {
+              break;
+            }
+
+            message.verifyAbove = reader.float();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.verifyMinInliers = reader.uint32();
+            continue;
+          }
+          case 15: {
+            if (tag !== 125) {
+              break;
+            }
+
+            message.verifyMinCoverage = reader.float();
+            continue;
+          }
+          case 16: {
+            if (tag !== 133) {
+              break;
+            }
+
+            message.falseAlarmRate1m = reader.float();
+            continue;
+          }
+          case 17: {
+            if (tag !== 141) {
+              break;
+            }
+
+            message.falseAlarmRate1mLow = reader.float();
+            continue;
+          }
+          case 18: {
+            if (tag !== 149) {
+              break;
+            }
+
+            message.falseAlarmRate1mHigh = reader.float();
+            continue;
+          }
+          case 19: {
+            if (tag !== 157) {
+              break;
+            }
+
+            message.microAp = reader.float();
+            continue;
+          }
+          case 20: {
+            if (tag !== 165) {
+              break;
+            }
+
+            message.recallAtPrecision99 = reader.float();
+            continue;
+          }
+          case 21: {
+            if (tag !== 173) {
+              break;
+            }
+
+            message.recallAtPrecision999 = reader.float();
+            continue;
+          }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.bytesPerImage = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2710,6 +2928,61 @@ export const ThresholdCalibration: MessageFns<ThresholdCalibration> = {
         : isSet(object.match_precision)
         ? globalThis.Number(object.match_precision)
         : 0,
+      verifyBelow: isSet(object.verifyBelow)
+        ? globalThis.Number(object.verifyBelow)
+        : isSet(object.verify_below)
+        ? globalThis.Number(object.verify_below)
+        : 0,
+      verifyAbove: isSet(object.verifyAbove)
+        ? globalThis.Number(object.verifyAbove)
+        : isSet(object.verify_above)
+        ? globalThis.Number(object.verify_above)
+        : 0,
+      verifyMinInliers: isSet(object.verifyMinInliers)
+        ? globalThis.Number(object.verifyMinInliers)
+        : isSet(object.verify_min_inliers)
+        ? globalThis.Number(object.verify_min_inliers)
+        : 0,
+      verifyMinCoverage: isSet(object.verifyMinCoverage)
+        ? globalThis.Number(object.verifyMinCoverage)
+        : isSet(object.verify_min_coverage)
+        ? globalThis.Number(object.verify_min_coverage)
+        : 0,
+      falseAlarmRate1m: isSet(object.falseAlarmRate1m)
+        ? globalThis.Number(object.falseAlarmRate1m)
+        : isSet(object.false_alarm_rate_1m)
+        ? globalThis.Number(object.false_alarm_rate_1m)
+        : 0,
+      falseAlarmRate1mLow: isSet(object.falseAlarmRate1mLow)
+        ? globalThis.Number(object.falseAlarmRate1mLow)
+        : isSet(object.false_alarm_rate_1m_low)
+        ? globalThis.Number(object.false_alarm_rate_1m_low)
+        : 0,
+      falseAlarmRate1mHigh: isSet(object.falseAlarmRate1mHigh)
+        ? globalThis.Number(object.falseAlarmRate1mHigh)
+        : isSet(object.false_alarm_rate_1m_high)
+        ? globalThis.Number(object.false_alarm_rate_1m_high)
+        : 0,
+      microAp: isSet(object.microAp)
+        ? globalThis.Number(object.microAp)
+        : isSet(object.micro_ap)
+        ? globalThis.Number(object.micro_ap)
+        : 0,
+      recallAtPrecision99: isSet(object.recallAtPrecision99)
+        ? globalThis.Number(object.recallAtPrecision99)
+        : isSet(object.recall_at_precision_99)
+        ? globalThis.Number(object.recall_at_precision_99)
+        : 0,
+      recallAtPrecision999: isSet(object.recallAtPrecision999)
+        ? globalThis.Number(object.recallAtPrecision999)
+        : isSet(object.recall_at_precision_999)
+        ? globalThis.Number(object.recall_at_precision_999)
+        : 0,
+      bytesPerImage: isSet(object.bytesPerImage)
+        ? globalThis.Number(object.bytesPerImage)
+        : isSet(object.bytes_per_image)
+        ? globalThis.Number(object.bytes_per_image)
+        : 0,
     };
   },
 
@@ -2748,6 +3021,39 @@ export const ThresholdCalibration: MessageFns<ThresholdCalibration> = {
     if (message.matchPrecision !== 0) {
       obj.matchPrecision = floatToJson(message.matchPrecision);
     }
+    if (message.verifyBelow !== 0) {
+      obj.verifyBelow = floatToJson(message.verifyBelow);
+    }
+    if (message.verifyAbove !== 0) {
+      obj.verifyAbove = floatToJson(message.verifyAbove);
+    }
+    if (message.verifyMinInliers !== 0) {
+      obj.verifyMinInliers = Math.round(message.verifyMinInliers);
+    }
+    if (message.verifyMinCoverage !== 0) {
+      obj.verifyMinCoverage = floatToJson(message.verifyMinCoverage);
+    }
+    if (message.falseAlarmRate1m !== 0) {
+      obj.falseAlarmRate1m = floatToJson(message.falseAlarmRate1m);
+    }
+    if (message.falseAlarmRate1mLow !== 0) {
+      obj.falseAlarmRate1mLow = floatToJson(message.falseAlarmRate1mLow);
+    }
+    if (message.falseAlarmRate1mHigh !== 0) {
+      obj.falseAlarmRate1mHigh = floatToJson(message.falseAlarmRate1mHigh);
+    }
+    if (message.microAp !== 0) {
+      obj.microAp = floatToJson(message.microAp);
+    }
+    if (message.recallAtPrecision99 !== 0) {
+      obj.recallAtPrecision99 = floatToJson(message.recallAtPrecision99);
+    }
+    if (message.recallAtPrecision999 !== 0) {
+      obj.recallAtPrecision999 = floatToJson(message.recallAtPrecision999);
+    }
+    if (message.bytesPerImage !== 0) {
+      obj.bytesPerImage = Math.round(message.bytesPerImage);
+    }
     return obj;
   },
 
@@ -2767,6 +3073,17 @@ export const ThresholdCalibration: MessageFns<ThresholdCalibration> = {
     message.falseAlarms = object.falseAlarms ?? 0;
     message.measuredAt = object.measuredAt ?? "";
     message.matchPrecision = object.matchPrecision ?? 0;
+    message.verifyBelow = object.verifyBelow ?? 0;
+    message.verifyAbove = object.verifyAbove ?? 0;
+    message.verifyMinInliers = object.verifyMinInliers ?? 0;
+    message.verifyMinCoverage = object.verifyMinCoverage ?? 0;
+    message.falseAlarmRate1m = object.falseAlarmRate1m ?? 0;
+    message.falseAlarmRate1mLow = object.falseAlarmRate1mLow ?? 0;
+    message.falseAlarmRate1mHigh = object.falseAlarmRate1mHigh ?? 0;
+    message.microAp = object.microAp ?? 0;
+    message.recallAtPrecision99 = object.recallAtPrecision99 ?? 0;
+    message.recallAtPrecision999 = object.recallAtPrecision999 ?? 0;
+    message.bytesPerImage = object.bytesPerImage ?? 0;
     return message;
   },
 };

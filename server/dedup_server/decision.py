@@ -1,0 +1,66 @@
+"""The answer for one query: which candidates are duplicates, best first.
+
+Cosine decides outside the verification band around the threshold; inside it, the geometric evidence does
+(verification/rule.py). Then the flip policy: a match is mirrored when its verification matched the mirrored
+query, or else when the layouts say so (layout.py); MIRROR_IS_DISTINCT drops mirrored matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from .flip import FlipPolicy
+from .index import Hit
+from .layout import is_mirror
+from .verification.rule import VerificationRule
+from .verification.verifier import Verified
+
+#: No band: cosine alone decides (collections checked with cosine_only, or a model with no calibrated band).
+COSINE_ONLY: Final = VerificationRule()
+
+
+def _best_per_id(hits: Sequence[Hit]) -> list[Hit]:
+    best: dict[str, Hit] = {}
+    for hit in hits:
+        if hit.id not in best or hit.similarity > best[hit.id].similarity:
+            best[hit.id] = hit
+    return sorted(best.values(), key=lambda h: h.similarity, reverse=True)
+
+
+def to_verify(hits: Sequence[Hit], threshold: float, rule: VerificationRule) -> list[str]:
+    """The ids whose decision needs local features: in the band, best first, at most rule.max_candidates."""
+    if not rule.enabled:
+        return []
+    in_band = [hit.id for hit in _best_per_id(hits) if rule.in_band(hit.similarity, threshold)]
+    return in_band[: rule.max_candidates]
+
+
+def decide(
+    hits: Sequence[Hit], query_layout: str, policy: FlipPolicy, threshold: float, top_k: int, *,
+    rule: VerificationRule = COSINE_ONLY, verified: Mapping[str, Verified] | None = None,
+) -> list[Hit]:
+    """The matches under ``rule`` and ``policy``, best first, one per id, at most top_k.
+
+    ``verified``: the evidence found for the ids `to_verify` named; a band candidate without evidence (beyond
+    rule.max_candidates) is then not a duplicate. None: the collection keeps no signatures (created before them),
+    so band candidates are decided by the cosine against the threshold, as before verification existed.
+    """
+    matches = []
+    for hit in _best_per_id(hits):
+        found = verified.get(hit.id) if verified is not None else None
+        if verified is not None and found is None and rule.in_band(hit.similarity, threshold):
+            continue
+        if not rule.is_duplicate(hit.similarity, threshold, found.evidence if found else None):
+            continue
+        passed = found is not None and rule.passes(found.evidence)
+        mirrored = found.mirrored if passed and found is not None else is_mirror(query_layout, hit.layout)
+        if mirrored and policy is FlipPolicy.MIRROR_IS_DISTINCT:
+            continue
+        matches.append(dataclasses.replace(
+            hit, mirrored=mirrored, verified=passed, inliers=found.evidence.inliers if found else 0,
+        ))
+        if len(matches) == top_k:
+            break
+    return matches

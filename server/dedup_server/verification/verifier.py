@@ -1,0 +1,69 @@
+"""Verify candidates against a query: which of them share the query's geometry (or its mirror's).
+
+Blocking (OpenCV, which releases the GIL): the service calls it from a worker thread. The query's features are
+extracted once, and its mirrored features only when a candidate fails unmirrored, since ORB descriptors are not
+mirror-invariant while pooled embeddings are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import geometry
+from .geometry import Evidence, Features
+from .rule import VerificationRule
+from .signature import signature_pixels
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Verified:
+    evidence: Evidence
+    mirrored: bool  # the evidence came from the mirrored query
+
+
+class QueryFeatures:
+    """The query's features, extracted on first use (most checks have no candidate in the band)."""
+
+    def __init__(self, thumbnail: np.ndarray) -> None:
+        self._thumbnail = thumbnail
+        self._plain: Features | None = None
+        self._mirrored: Features | None = None
+
+    @property
+    def available(self) -> bool:
+        return self._thumbnail.size > 0
+
+    def plain(self) -> Features:
+        if self._plain is None:
+            self._plain = geometry.extract(self._thumbnail)
+        return self._plain
+
+    def mirrored(self) -> Features:
+        if self._mirrored is None:
+            self._mirrored = geometry.extract(self._thumbnail, mirrored=True)
+        return self._mirrored
+
+
+def verify(
+    query: QueryFeatures, signatures: Mapping[str, str], rule: VerificationRule
+) -> dict[str, Verified]:
+    """Evidence for each candidate id that has a readable signature (the others are left out: unverifiable)."""
+    verified: dict[str, Verified] = {}
+    if not query.available:
+        return verified
+    for candidate_id, signature in signatures.items():
+        pixels = signature_pixels(signature)
+        if pixels is None:
+            continue
+        stored = geometry.extract(pixels)
+        evidence = geometry.match(query.plain(), stored)
+        mirrored = False
+        if not rule.passes(evidence):
+            flipped = geometry.match(query.mirrored(), stored)
+            if rule.passes(flipped) or flipped.inliers > evidence.inliers:
+                evidence, mirrored = flipped, rule.passes(flipped)
+        verified[candidate_id] = Verified(evidence=evidence, mirrored=mirrored)
+    return verified
