@@ -2,20 +2,31 @@
 
 Debian packages are fetched with `apt-get download` at pinned versions (the registry this machine and CI reach),
 unpacked into a cache, and every photo is checked against its recorded sha256 prefix, so the benchmark is the same
-on every machine. The photos were picked by hand from the packages' wallpapers and OpenCV's sample data: real
-photographs only (no illustrations, renders, charts or calibration boards), and of each near-identical pair
-(stereo pairs, two exposures of one scene) only one.
+on every machine. The photos were picked by hand, from contact sheets of every image in the packages: real
+photographs only (no drawings, paintings, renders, charts, calibration boards, screenshots, texture close-ups or
+cut-outs on a transparent background), none under 96 px on the short side, and of each near-identical pair (stereo
+pairs, two exposures or two crops of one scene, the same photo in two places) only one.
+
+Sources: wallpapers (MATE, Lomiri, Plasma), OpenCV's sample data, and, listed in corpus_photos.py, the photos of
+the educational suite GCompris (kept inside its Qt resource bundles, read with rcc.py: objects, animals,
+monuments, music, under-sea scenes), Kalzium's laboratory equipment, KPhotoAlbum's demo album, Tux Paint's photo
+templates, Palapeli's puzzles, the GIMP manual's unfiltered example photos, Scribus's templates, digiKam and
+scikit-learn (Debian's python3-sklearn). scikit-image's photos stay out: they are the model's INT8 calibration set.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import logging
 import subprocess
 from pathlib import Path
 
 from PIL import Image, ImageOps
+
+from .corpus_photos import MORE_DEBIAN_PHOTOS
+from .rcc import RccError, read_rcc
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +43,21 @@ DEBIAN_PACKAGES: dict[str, str] = {
     "lomiri-wallpapers-20.04": "20.04.0-2",
     "plasma-workspace-wallpapers": "4:5.27.5-2",
     "opencv-doc": "4.6.0+dfsg-12",
+    "gcompris-qt-data": "3.1-2",
+    "kalzium-data": "4:22.12.3-1",
+    "kphotoalbum": "5.9.1-1",
+    "tuxpaint-data": "1:0.9.28-sdl2-1",
+    "palapeli-data": "4:22.12.3-1",
+    "gimp-help-en": "2.10.34-2",
+    "scribus-data": "1.5.8+dfsg-4",
+    "digikam-data": "4:7.9.0-1",
+    "python3-sklearn": "1.2.1+dfsg-1",
 }
 
-# (package, path inside it, sha256 prefix, photo id)
+# A path "<bundle>.rcc:<path inside it>" names a file inside a Qt resource bundle (GCompris keeps its photos so).
+RCC_SEPARATOR = ".rcc:"
+
+# (package, path inside it, sha256 prefix, photo id); the rest are in corpus_photos.py
 DEBIAN_PHOTOS: tuple[tuple[str, str, str, str], ...] = (
     ("mate-backgrounds", "/usr/share/backgrounds/mate/nature/Aqua.jpg", "5c30118205982da4", "Aqua"),
     ("mate-backgrounds", "/usr/share/backgrounds/mate/nature/Blinds.jpg", "f7aac0dcc2e06d04", "Blinds"),
@@ -137,10 +160,6 @@ class Photo:
     image: Image.Image  # RGB, longest side at most MAX_SIDE
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _fetch_package(package: str, version: str, cache_dir: Path) -> Path:
     """Unpack one pinned Debian package into cache_dir/<package> (downloaded once)."""
     target = cache_dir / package
@@ -166,8 +185,25 @@ def _fetch_package(package: str, version: str, cache_dir: Path) -> Path:
     return target
 
 
-def _load(path: Path) -> Image.Image:
-    with Image.open(path) as image:
+def _read_photo(root: Path, inner: str, bundles: dict[Path, dict[str, bytes]]) -> bytes | None:
+    """The bytes of one photo in an unpacked package (inside a resource bundle for RCC paths); None if missing."""
+    if RCC_SEPARATOR not in inner:
+        path = root / inner.lstrip("/")
+        return path.read_bytes() if path.is_file() else None
+    bundle, member = inner.split(RCC_SEPARATOR, 1)
+    bundle_path = root / (bundle.lstrip("/") + ".rcc")
+    if bundle_path not in bundles:
+        if not bundle_path.is_file():
+            return None
+        try:
+            bundles[bundle_path] = read_rcc(bundle_path)
+        except RccError as exc:
+            raise CorpusError(f"unreadable resource bundle {bundle_path}: {exc}") from exc
+    return bundles[bundle_path].get(member)
+
+
+def _load(source: Path | io.BytesIO) -> Image.Image:
+    with Image.open(source) as image:
         image.draft("RGB", (MAX_SIDE, MAX_SIDE))
         rgb = ImageOps.exif_transpose(image).convert("RGB")  # as displayed: ukbench09268 is stored rotated
     rgb.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
@@ -183,13 +219,14 @@ def load_corpus(cache_dir: Path) -> list[Photo]:
             raise CorpusError(f"missing {path}: the shared evaluation photos must sit beside the repository")
         photos.append(Photo(id=Path(relative).stem.split(".")[0], source="shared/eval", image=_load(path)))
     roots = {package: _fetch_package(package, version, cache_dir) for package, version in DEBIAN_PACKAGES.items()}
-    for package, inner, sha_prefix, photo_id in DEBIAN_PHOTOS:
-        path = roots[package] / inner.lstrip("/")
-        if not path.is_file():
+    bundles: dict[Path, dict[str, bytes]] = {}  # each resource bundle read once
+    for package, inner, sha_prefix, photo_id in DEBIAN_PHOTOS + MORE_DEBIAN_PHOTOS:
+        data = _read_photo(roots[package], inner, bundles)
+        if data is None:
             raise CorpusError(f"{package}={DEBIAN_PACKAGES[package]} has no {inner}")
-        if not _sha256(path).startswith(sha_prefix):
+        if not hashlib.sha256(data).hexdigest().startswith(sha_prefix):
             raise CorpusError(f"checksum mismatch for {package}:{inner}")
-        photos.append(Photo(id=photo_id, source=f"debian:{package}", image=_load(path)))
+        photos.append(Photo(id=photo_id, source=f"debian:{package}", image=_load(io.BytesIO(data))))
     ids = [p.id for p in photos]
     if len(set(ids)) != len(ids):
         raise CorpusError("photo ids are not unique")
