@@ -18,11 +18,12 @@ from .transforms import DISTRACTOR_TRANSFORMS, TRANSFORMS, apply, encode
 
 SplitName = Literal["calibration", "test"]
 SPLITS: Final[tuple[SplitName, ...]] = ("calibration", "test")
-_SALT: Final = "dedup-eval-v1"
-# Per 6 photos (in hash order): 2 indexed + 1 distractor for calibration, the same for test.
+_SALT: Final = "dedup-eval-v2"
+# Per 8 photos (in hash order): 2 indexed + 2 distractors for calibration; 1 indexed + 3 distractors for test, so
+# that the test split holds 3 photos that must never match for every photo that is indexed.
 _BUCKETS: Final = (
-    ("calibration", True), ("calibration", True), ("calibration", False),
-    ("test", True), ("test", True), ("test", False),
+    ("calibration", True), ("calibration", True), ("calibration", False), ("calibration", False),
+    ("test", True), ("test", False), ("test", False), ("test", False),
 )
 
 

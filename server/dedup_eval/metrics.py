@@ -11,10 +11,16 @@ what FindDuplicateGroups depends on, since one wrong pair merges two groups.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+from dedup_server.decision import decide as server_decide
+from dedup_server.decision import to_verify
+from dedup_server.flip import FlipPolicy
+from dedup_server.index import Hit
+from dedup_server.verification.rule import VerificationRule
 
+from .evidence import PairEvidence, verified_for
 from .runner import QueryResult
 
 # A decision for one query: the ids it matched, best first (empty: not a duplicate).
@@ -52,6 +58,24 @@ def at_threshold(threshold: float) -> Decide:
         return [c.id for c in result.candidates if c.similarity >= threshold]
 
     return decide
+
+
+def verified_decision(
+    threshold: float, rule: VerificationRule, table: Mapping[tuple[str, str], PairEvidence],
+    within: frozenset[str] | None = None,
+) -> Decide:
+    """Decide as the server does with verification (decision.decide on the harness's own evidence); ``within``:
+    as if the collection held only these photos."""
+
+    def decide_one(result: QueryResult) -> Sequence[str]:
+        lowest = threshold - rule.below
+        hits = [Hit(id=c.id, similarity=c.similarity, metadata={}) for c in result.candidates
+                if c.similarity >= lowest and (within is None or c.id in within)]
+        verified = verified_for(result, to_verify(hits, threshold, rule), table, rule)
+        return [h.id for h in server_decide(hits, "", FlipPolicy.DEFAULT, threshold, len(hits) or 1, rule=rule,
+                                            verified=verified)]
+
+    return decide_one
 
 
 def server_decision(result: QueryResult) -> Sequence[str]:
@@ -116,27 +140,3 @@ def curve(results: Sequence[QueryResult], thresholds: Iterable[float]) -> list[t
 
 def sweep_grid() -> np.ndarray:
     return np.round(np.arange(0.20, 0.995, 0.0025), 4)
-
-
-def choose_threshold(results: Sequence[QueryResult], *, min_precision: float) -> float:
-    """The threshold with the best recall among those reaching ``min_precision`` in both precisions (best F1
-    when none does),
-    taken in the middle of the range of thresholds that give that same best result: the widest margin on
-    both sides."""
-    grid = sweep_grid()
-    scores = []
-    for t in grid:
-        q = quality(results, at_threshold(float(t)))
-        meets = min(q.precision, q.match_precision) >= min_precision
-        scores.append((meets, q.recall if meets else q.f1, q.match_precision))
-    best = max(scores)
-    plateau = [i for i, score in enumerate(scores) if score == best]
-    # The longest contiguous run of best grid points; its centre.
-    runs: list[list[int]] = []
-    for i in plateau:
-        if runs and runs[-1][-1] == i - 1:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    widest = max(runs, key=len)
-    return float(grid[widest[len(widest) // 2]])

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: write files only
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .falsealarm import FalseAlarmModel  # noqa: E402
 from .metrics import Quality  # noqa: E402
 
 
@@ -58,6 +59,33 @@ def plot_curves(
     axes.grid(True, alpha=0.3)
     axes.set_title(title, fontsize=10)
     axes.legend(loc="lower left", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def plot_false_alarms(path: Path, model: FalseAlarmModel, measured: Mapping[int, float], title: str) -> None:
+    """The modelled false-alarm rate per unrelated query (with its interval) against collection size, log-log,
+    and the rates measured on sub-collections."""
+    sizes = [10 ** (e / 4) for e in range(4, 33)]  # 10 .. 1e8
+    rates = [model.at(n) for n in sizes]
+    lows, highs = zip(*(model.interval(n) for n in sizes), strict=True)
+    floor = 1e-7
+    figure, axes = plt.subplots(figsize=(7, 5), dpi=120)
+    axes.plot(sizes, [max(r, floor) for r in rates], label="model")
+    axes.fill_between(sizes, [max(v, floor) for v in lows], [max(v, floor) for v in highs], alpha=0.25,
+                      label="95 % interval")
+    if measured:
+        axes.scatter(list(measured), [max(v, floor) for v in measured.values()], zorder=3, color="black",
+                     label=f"measured (0 drawn at {floor:g})")
+    axes.axhline(0.01, color="grey", linestyle="--", linewidth=0.8, label="budget 1 %")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("indexed images")
+    axes.set_ylabel("false alarms per unrelated query")
+    axes.grid(True, alpha=0.3)
+    axes.set_title(title, fontsize=10)
+    axes.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

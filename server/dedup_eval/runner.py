@@ -1,8 +1,9 @@
 """Drive the running service through its gRPC API: IndexStream the originals, CheckDuplicate every query.
 
-Each query is checked three times: once with a near-zero threshold, to record the raw similarities (for the
-precision-recall curve and calibration), once with threshold 0, i.e. exactly as a client using the server's
-default decides (the official numbers), and once more with flip_policy MIRROR_IS_DISTINCT.
+Each query is checked once with a near-zero threshold and cosine_only, to record the raw similarities of its
+nearest TOP_K photos (for calibration, the precision-recall curve and the false-alarm model); on the split that is
+reported (``decided``), once more exactly as a client using the server's defaults decides (the official numbers,
+geometric verification included), and once with flip_policy MIRROR_IS_DISTINCT.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ logger = logging.getLogger(__name__)
 
 # The lowest threshold the API accepts that still returns every neighbour worth looking at.
 RAW_THRESHOLD = 0.01
-TOP_K = 5
+# The API's maximum: enough neighbours per query to see the unrelated-pair tail and to rebuild sub-collections.
+TOP_K = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +38,11 @@ class QueryResult:
     id: str
     transform: str
     expected: str | None
-    candidates: Sequence[Candidate]  # raw: best first, similarity >= RAW_THRESHOLD
-    decided: Sequence[str]  # the server's own matches at its default threshold, best first
+    candidates: Sequence[Candidate]  # raw cosine: best first, similarity >= RAW_THRESHOLD
+    decided: Sequence[str]  # the server's own matches at its defaults, best first
     decided_mirrors_distinct: Sequence[str]  # the same, with flip_policy MIRROR_IS_DISTINCT
+    decided_similarity: float = 0.0  # of the server's best match (0 when it said "not a duplicate")
+    verified: bool = False  # the server's best match was geometrically verified
 
     @property
     def best(self) -> Candidate | None:
@@ -58,7 +62,8 @@ class EvalError(RuntimeError):
     pass
 
 
-def run_split(client: DedupClient, split: Split, *, concurrency: int = 8) -> SplitRun:
+def run_split(client: DedupClient, split: Split, *, concurrency: int = 8, decided: bool = True) -> SplitRun:
+    """``decided``: also ask for the server's own decisions (the split that is reported); else raw only."""
     collection = f"eval_{split.name}_{uuid.uuid4().hex[:8]}"
     items = [IndexItem(id=photo_id, image=image, collection=collection) for photo_id, image in split.originals]
     failed = [r for r in client.index(items) if not r.status.ok]
@@ -69,14 +74,20 @@ def run_split(client: DedupClient, split: Split, *, concurrency: int = 8) -> Spl
     default_threshold = client.stats().default_threshold
 
     def check(query: Query) -> QueryResult:
-        raw = client.check(query.image, collection=collection, threshold=RAW_THRESHOLD, top_k=TOP_K)
-        decided = client.check(query.image, collection=collection)
+        raw = client.check(query.image, collection=collection, threshold=RAW_THRESHOLD, top_k=TOP_K,
+                           cosine_only=True)
+        candidates = [Candidate(m.id, m.similarity) for m in raw.matches]
+        if not decided:
+            return QueryResult(id=query.id, transform=query.transform, expected=query.expected,
+                               candidates=candidates, decided=(), decided_mirrors_distinct=())
+        official = client.check(query.image, collection=collection)
         distinct = client.check(query.image, collection=collection, flip_policy=FlipPolicy.MIRROR_IS_DISTINCT)
+        best = official.matches[0] if official.matches else None
         return QueryResult(
-            id=query.id, transform=query.transform, expected=query.expected,
-            candidates=[Candidate(m.id, m.similarity) for m in raw.matches],
-            decided=[m.id for m in decided.matches],
+            id=query.id, transform=query.transform, expected=query.expected, candidates=candidates,
+            decided=[m.id for m in official.matches],
             decided_mirrors_distinct=[m.id for m in distinct.matches],
+            decided_similarity=best.similarity if best else 0.0, verified=bool(best and best.verified),
         )
 
     try:

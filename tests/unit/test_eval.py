@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from dedup_eval.benchmark import make_splits
 from dedup_eval.corpus import Photo
-from dedup_eval.metrics import at_threshold, choose_threshold, quality, server_decision
+from dedup_eval import falsealarm, ranking
+from dedup_eval.metrics import at_threshold, quality, server_decision
 from dedup_eval.runner import Candidate, QueryResult
 from dedup_eval.transforms import DISTRACTOR_TRANSFORMS, HARD_TRANSFORMS, MUST_FIND, TRANSFORMS, apply
 from PIL import Image, ImageDraw
@@ -229,20 +230,21 @@ def _photos(count: int) -> list[Photo]:
 
 
 def test_splits_are_disjoint_balanced_and_stable() -> None:
-    photos = _photos(60)
+    photos = _photos(64)
     splits = make_splits(photos)
     again = make_splits(list(reversed(photos)))
     groups = [{p.id for p in getattr(s, role)} for s in splits.values() for role in ("indexed", "distractors")]
-    assert sum(len(g) for g in groups) == 60
-    assert len(set().union(*groups)) == 60
-    assert [len(g) for g in groups] == [20, 10, 20, 10]
+    assert sum(len(g) for g in groups) == 64
+    assert len(set().union(*groups)) == 64
+    # Calibration 1:1; the test split holds 3 distractors per indexed photo.
+    assert [len(g) for g in groups] == [16, 16, 8, 24]
     assert [p.id for p in splits["test"].indexed] == [p.id for p in again["test"].indexed]
 
 
 def test_split_queries_cover_every_transform_and_distractor_edit() -> None:
-    split = make_splits(_photos(6))["test"]
+    split = make_splits(_photos(8))["test"]
     queries = split.queries
-    assert len(queries) == 2 * len(TRANSFORMS) + len(DISTRACTOR_TRANSFORMS)
+    assert len(queries) == len(TRANSFORMS) + 3 * len(DISTRACTOR_TRANSFORMS)
     assert {q.expected for q in queries} == {p.id for p in split.indexed} | {None}
 
 
@@ -278,11 +280,56 @@ def test_quality_counts_wrong_matches_and_false_alarms() -> None:
     assert quality(RESULTS, server_decision) == dataclasses.replace(q, threshold=None)
 
 
-def test_threshold_is_chosen_in_the_middle_of_the_gap() -> None:
+
+
+def _ranked_results() -> tuple[list[QueryResult], list[list[str]]]:
     results = [
-        _result("a/x", "a", ("a", 0.80)), _result("a/y", "a", ("a", 0.70)),
-        _result("n/original", None, ("a", 0.40)),
+        _result("a/x", "a", ("a", 0.9)), _result("b/x", "b", ("b", 0.8)),
+        _result("c/x", "c", ("z", 0.85)),  # duplicate answer naming the wrong photo
+        _result("d/x", "d", ("d", 0.4)),  # a copy the service did not call a duplicate
+        _result("n/original", None, ("a", 0.6)),
     ]
-    chosen = choose_threshold(results, min_precision=0.995)
-    assert 0.40 < chosen <= 0.70
-    assert chosen == pytest.approx(0.55, abs=0.01)
+    decided = [["a"], ["b"], ["z"], [], []]
+    return results, decided
+
+
+def test_micro_ap_ranks_duplicate_answers_first_then_by_similarity() -> None:
+    results, decided = _ranked_results()
+    preds = ranking.predictions(results, decided)
+    # Ranked: a (0.9, right), c (0.85, wrong), b (0.8, right), then the non-duplicates n (0.6), d (0.4, right).
+    expected = (1 / 1 + 2 / 3 + 3 / 5) / 4
+    assert ranking.micro_ap(preds, positives=4) == pytest.approx(expected)
+    assert ranking.recall_at_precision(preds, 4, 0.99) == pytest.approx(0.25)
+    assert ranking.recall_at_precision(preds, 4, 0.6) == pytest.approx(0.75)
+
+
+def test_false_alarm_model_grows_with_the_collection_and_is_bounded_by_verification() -> None:
+    rng = np.random.default_rng(0)
+    sims = [np.clip(rng.normal(0.25, 0.08, size=100), 0.01, 0.99) for _ in range(300)]
+    results = [QueryResult(id=f"q{i}/original", transform="original", expected=None,
+                           candidates=[Candidate(f"p{j}", float(s)) for j, s in enumerate(sorted(row, reverse=True))],
+                           decided=(), decided_mirrors_distinct=()) for i, row in enumerate(sims)]
+    pairs = falsealarm.unrelated_pairs(results, indexed=100)
+    assert pairs.total == 30_000
+    fitted = falsealarm.model(pairs, lo=0.45, hi=0.7, max_candidates=3, band_passed=0, band_pairs=500, bootstrap=20)
+    rates = [fitted.at(n) for n in (10, 1000, 10**6)]
+    assert rates == sorted(rates) and 0 <= rates[0] < rates[-1] <= 1
+    low, high = fitted.interval(10**6)
+    assert low <= fitted.at(10**6) <= high
+    # With no band pair passing, the band adds nothing to the point estimate, but its Wilson bound stays above 0.
+    assert fitted.q == 0 and fitted.q_interval[1] > 0
+    assert falsealarm.FalseAlarmModel.rate(10**6, 0.0, 0.01, 0.1, 3) == pytest.approx(1 - 0.9**3)
+
+
+def test_false_alarms_measured_on_sub_collections() -> None:
+    results = [_result("n/original", None, ("a", 0.9), ("b", 0.2))]
+    measured = falsealarm.measured(results, ["a", "b", "c", "d"], [1, 2, 4, 10],
+                                   lambda result, subset: "a" in subset)
+    assert set(measured) == {1, 2, 4}  # sizes beyond the collection are not measured
+    assert measured[4] == 1.0 and 0 < measured[2] < 1
+
+
+def test_wilson_interval() -> None:
+    assert falsealarm.wilson(0, 0) == (0.0, 1.0)
+    low, high = falsealarm.wilson(0, 1000)
+    assert low == 0.0 and 0.001 < high < 0.005

@@ -167,9 +167,11 @@ class DedupClient:
         id: str = "",  # noqa: A002 - mirrors the proto field
         metadata: Mapping[str, str] | None = None,
         flip_policy: FlipPolicy = FlipPolicy.DEFAULT,
+        cosine_only: bool = False,
         timeout: float | None = None,
     ) -> CheckResult:
-        """Is ``image`` a near-duplicate of an indexed one? Optionally index it when not."""
+        """Is ``image`` a near-duplicate of an indexed one? Optionally index it when not. ``cosine_only``: no
+        geometric verification of candidates near the threshold (raw similarities, for tools)."""
         request = dedup_pb2.CheckDuplicateRequest(
             image=image,
             collection=collection,
@@ -179,6 +181,7 @@ class DedupClient:
             id=id,
             metadata=dict(metadata or {}),
             flip_policy=flip_policy.value,
+            cosine_only=cosine_only,
         )
         response = self._unary(self._stub.CheckDuplicate, request, timeout)
         return check_from_proto(response)

@@ -166,7 +166,8 @@ def run_check(client: DedupClient, opts: CheckOptions, *, as_json: bool) -> int:
         for match in result.matches:
             meta = " ".join(f"{k}={v}" for k, v in sorted(match.metadata.items()))
             mirrored = "  (mirrored)" if match.mirrored else ""
-            print(f"  {match.id}  {match.similarity:.4f}{mirrored}  {meta}".rstrip())
+            verified = f"  (verified: {match.inliers} inliers)" if match.verified else ""
+            print(f"  {match.id}  {match.similarity:.4f}{mirrored}{verified}  {meta}".rstrip())
     if opts.insert:
         print(f"inserted: {'yes' if result.inserted else 'no'} (id {opts.id})")
     print(f"model: {result.model}")
@@ -220,6 +221,18 @@ def run_stats(client: DedupClient, collection: str, *, as_json: bool) -> int:
             f"{measured.distractor_queries} distractor queries ({measured.false_alarms} false alarms); "
             f"{measured.measured_at}"
         )
+        if measured.verify_below or measured.verify_above:
+            print(
+                f"  geometric verification for similarities in [{stats.default_threshold - measured.verify_below:.4f}, "
+                f"{stats.default_threshold + measured.verify_above:.4f}): at least {measured.verify_min_inliers} "
+                f"inliers covering {measured.verify_min_coverage:.0%} of both images"
+            )
+        if measured.false_alarm_rate_1m:
+            print(
+                f"  expected false-alarm rate per query at 1M images: {measured.false_alarm_rate_1m:.2%} "
+                f"(95 % interval {measured.false_alarm_rate_1m_low:.2%}-{measured.false_alarm_rate_1m_high:.2%}); "
+                f"micro-AP {measured.micro_ap:.4f}; {measured.bytes_per_image} bytes stored per image"
+            )
     print(f"default top_k: {stats.default_top_k}")
     print(f"index for new collections: {_format_index(stats.index)}")
     if not stats.collections:

@@ -51,6 +51,8 @@ class MatchResult:
     similarity: float
     metadata: dict[str, str] = field(default_factory=dict)
     mirrored: bool = False
+    verified: bool = False  # geometric verification ran and passed (candidates near the threshold)
+    inliers: int = 0  # local-feature matches that agreed, when it ran
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,17 @@ class ThresholdCalibration:
     distractor_queries: int
     false_alarms: int
     measured_at: str
+    verify_below: float = 0.0  # the verification band: [threshold - below, threshold + above)
+    verify_above: float = 0.0
+    verify_min_inliers: int = 0
+    verify_min_coverage: float = 0.0
+    false_alarm_rate_1m: float = 0.0  # expected per unrelated query among 1M indexed images, with its interval
+    false_alarm_rate_1m_low: float = 0.0
+    false_alarm_rate_1m_high: float = 0.0
+    micro_ap: float = 0.0
+    recall_at_precision_99: float = 0.0
+    recall_at_precision_999: float = 0.0
+    bytes_per_image: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,7 +174,8 @@ class StatsResult:
 
 def match_from_proto(msg: dedup_pb2.Match) -> MatchResult:
     return MatchResult(
-        id=msg.id, similarity=_f32(msg.similarity), metadata=dict(msg.metadata), mirrored=msg.mirrored
+        id=msg.id, similarity=_f32(msg.similarity), metadata=dict(msg.metadata), mirrored=msg.mirrored,
+        verified=msg.verified, inliers=msg.inliers,
     )
 
 
@@ -248,6 +262,12 @@ def _calibration_from_proto(msg: dedup_pb2.ThresholdCalibration) -> ThresholdCal
         model=msg.model, threshold=_f32(msg.threshold), dataset=msg.dataset, precision=_f32(msg.precision),
         recall=_f32(msg.recall), f1=_f32(msg.f1), match_precision=_f32(msg.match_precision), queries=msg.queries,
         distractor_queries=msg.distractor_queries, false_alarms=msg.false_alarms, measured_at=msg.measured_at,
+        verify_below=_f32(msg.verify_below), verify_above=_f32(msg.verify_above),
+        verify_min_inliers=msg.verify_min_inliers, verify_min_coverage=_f32(msg.verify_min_coverage),
+        false_alarm_rate_1m=_f32(msg.false_alarm_rate_1m), false_alarm_rate_1m_low=_f32(msg.false_alarm_rate_1m_low),
+        false_alarm_rate_1m_high=_f32(msg.false_alarm_rate_1m_high), micro_ap=_f32(msg.micro_ap),
+        recall_at_precision_99=_f32(msg.recall_at_precision_99),
+        recall_at_precision_999=_f32(msg.recall_at_precision_999), bytes_per_image=msg.bytes_per_image,
     )
 
 

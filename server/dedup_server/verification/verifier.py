@@ -8,7 +8,7 @@ mirror-invariant while pooled embeddings are.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -59,11 +59,18 @@ def verify(
         if pixels is None:
             continue
         stored = geometry.extract(pixels)
-        evidence = geometry.match(query.plain(), stored)
-        mirrored = False
-        if not rule.passes(evidence):
-            flipped = geometry.match(query.mirrored(), stored)
-            if rule.passes(flipped) or flipped.inliers > evidence.inliers:
-                evidence, mirrored = flipped, rule.passes(flipped)
-        verified[candidate_id] = Verified(evidence=evidence, mirrored=mirrored)
+        verified[candidate_id] = choose(
+            geometry.match(query.plain(), stored), lambda: geometry.match(query.mirrored(), stored), rule
+        )
     return verified
+
+
+def choose(plain: Evidence, mirrored: Callable[[], Evidence], rule: VerificationRule) -> Verified:
+    """The evidence that decides: the unmirrored query's when it passes, else the mirrored query's when that
+    passes (a mirrored copy), else the stronger of the two (reported, not passing)."""
+    if rule.passes(plain):
+        return Verified(evidence=plain, mirrored=False)
+    flipped = mirrored()
+    if rule.passes(flipped):
+        return Verified(evidence=flipped, mirrored=True)
+    return Verified(evidence=flipped if flipped.inliers > plain.inliers else plain, mirrored=False)
