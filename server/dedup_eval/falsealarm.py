@@ -7,8 +7,9 @@ band candidates verified passes the geometric rule. With N unrelated stored imag
     FA(N) = 1 - (1 - p_hi)^N * (1 - q)^min(K, N * p_band)
 
 - p_hi = P(s >= hi) for an unrelated pair: the empirical survival of the unrelated-pair cosine up to u (its
-  99.5th percentile), and beyond u an exponential tail fitted to the exceedances (maximum likelihood). Cosine is
-  bounded by 1, so the true tail is lighter than exponential: the model errs towards more false alarms.
+  99th percentile), and beyond u the peaks-over-threshold model of extreme-value theory: a generalised Pareto
+  distribution fitted to the exceedances by maximum likelihood (scipy). Its shape comes out negative here (a
+  bounded tail, as a cosine's must be), so far enough out the point estimate is 0; the interval says how sure.
 - p_band = P(lo <= s < hi) the same way; q = the share of unrelated band pairs whose evidence passes the rule.
 - The 95 % interval: queries resampled with replacement (bootstrap, fixed seed) for p_hi and p_band, and the
   Wilson interval for q (Wilson's upper bound stays above 0 when no unrelated pair passed).
@@ -23,10 +24,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from scipy.stats import genpareto
 
 from .runner import QueryResult
 
-TAIL_QUANTILE = 0.995
+TAIL_QUANTILE = 0.99
 BOOTSTRAP = 200
 _SEED = 20261202
 
@@ -57,14 +59,21 @@ def unrelated_pairs(results: Sequence[QueryResult], indexed: int) -> UnrelatedPa
 class TailFit:
     threshold: float  # u
     exceed_share: float  # P(s >= u)
-    scale: float  # mean excess over u (exponential tail)
+    shape: float  # of the generalised Pareto distribution of s - u given s > u (negative: bounded)
+    scale: float
     total: int
 
     def survival(self, t: float, empirical: np.ndarray) -> float:
         """P(s >= t) for an unrelated pair."""
+        if t > 1.0:
+            return 0.0  # a cosine; 1.0 itself only for identical pixels
         if t <= self.threshold:
             return float((empirical >= t).sum()) / self.total
-        return self.exceed_share * math.exp(-(t - self.threshold) / self.scale)
+        z = (t - self.threshold) / self.scale
+        if abs(self.shape) < 1e-9:
+            return self.exceed_share * math.exp(-z)
+        base = 1.0 + self.shape * z
+        return self.exceed_share * base ** (-1.0 / self.shape) if base > 0 else 0.0
 
 
 def fit_tail(similarities: np.ndarray, total: int) -> TailFit:
@@ -74,8 +83,12 @@ def fit_tail(similarities: np.ndarray, total: int) -> TailFit:
     k = min(k, len(ranked) - 1) if len(ranked) > 1 else 0
     u = float(ranked[k]) if len(ranked) else 1.0
     excess = ranked[ranked > u] - u
-    scale = float(excess.mean()) if len(excess) else 1e-3
-    return TailFit(threshold=u, exceed_share=float((ranked >= u).sum()) / total, scale=max(scale, 1e-4), total=total)
+    if len(excess) < 10:
+        shape, scale = 0.0, float(excess.mean()) if len(excess) else 1e-3
+    else:
+        shape, _, scale = (float(v) for v in genpareto.fit(excess, floc=0.0))
+    return TailFit(threshold=u, exceed_share=float((ranked >= u).sum()) / total, shape=shape,
+                   scale=max(scale, 1e-4), total=total)
 
 
 def wilson(passed: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -117,7 +130,7 @@ class FalseAlarmModel:
 
     def summary(self, sizes: Sequence[int]) -> dict[str, object]:
         return {
-            "model": "FA(N) = 1 - (1 - p_hi)^N * (1 - q)^min(K, N * p_band); exponential tail beyond u",
+            "model": "FA(N) = 1 - (1 - p_hi)^N * (1 - q)^min(K, N * p_band); generalised Pareto tail beyond u",
             "band": [self.lo, self.hi], "K": self.max_candidates,
             "p_hi": self.p_hi, "p_hi_95": list(self.p_hi_interval),
             "p_band": self.p_band, "p_band_95": list(self.p_band_interval),
@@ -135,14 +148,8 @@ def model(
     tail = fit_tail(pairs.similarities, pairs.total)
     p_hi = tail.survival(hi, pairs.similarities)
     p_band = max(0.0, tail.survival(lo, pairs.similarities) - p_hi)
-    rng = np.random.default_rng(_SEED)
     draws_hi, draws_band = [], []
-    n = len(pairs.per_query)
-    for _ in range(bootstrap if n else 0):
-        chosen = rng.integers(0, n, size=n)
-        sims = np.concatenate([pairs.per_query[i] for i in chosen])
-        total = int(sum(pairs.pairs_per_query[i] for i in chosen))
-        fitted = fit_tail(sims, total)
+    for fitted, sims in bootstrap_tails(pairs, bootstrap):
         draw_hi = fitted.survival(hi, sims)
         draws_hi.append(draw_hi)
         draws_band.append(max(0.0, fitted.survival(lo, sims) - draw_hi))
@@ -153,6 +160,24 @@ def model(
         p_hi_interval=_percentiles(draws_hi, p_hi), p_band_interval=_percentiles(draws_band, p_band),
         band_pairs=band_pairs, band_passed=band_passed, tail=tail,
     )
+
+
+def bootstrap_tails(pairs: UnrelatedPairs, draws: int = BOOTSTRAP) -> list[tuple[TailFit, np.ndarray]]:
+    """The tail fitted again on ``draws`` resamples of the queries (with replacement, fixed seed)."""
+    rng = np.random.default_rng(_SEED)
+    n = len(pairs.per_query)
+    out = []
+    for _ in range(draws if n else 0):
+        chosen = rng.integers(0, n, size=n)
+        sims = np.concatenate([pairs.per_query[i] for i in chosen])
+        total = int(sum(pairs.pairs_per_query[i] for i in chosen))
+        out.append((fit_tail(sims, total), sims))
+    return out
+
+
+def upper_survival(tails: Sequence[tuple[TailFit, np.ndarray]], t: float) -> float:
+    """The 97.5th percentile over the bootstrap of P(s >= t)."""
+    return float(np.percentile([tail.survival(t, sims) for tail, sims in tails], 97.5)) if tails else 1.0
 
 
 def _percentiles(draws: Sequence[float], point: float) -> tuple[float, float]:

@@ -311,9 +311,11 @@ def test_false_alarm_model_grows_with_the_collection_and_is_bounded_by_verificat
                            decided=(), decided_mirrors_distinct=()) for i, row in enumerate(sims)]
     pairs = falsealarm.unrelated_pairs(results, indexed=100)
     assert pairs.total == 30_000
-    fitted = falsealarm.model(pairs, lo=0.45, hi=0.7, max_candidates=3, band_passed=0, band_pairs=500, bootstrap=20)
+    fitted = falsealarm.model(pairs, lo=0.35, hi=0.45, max_candidates=3, band_passed=0, band_pairs=500, bootstrap=20)
     rates = [fitted.at(n) for n in (10, 1000, 10**6)]
     assert rates == sorted(rates) and 0 <= rates[0] < rates[-1] <= 1
+    # Normal data has a bounded-looking tail: the fitted shape is negative, and far out nothing exceeds.
+    assert fitted.tail.shape < 0 and fitted.tail.survival(0.99, pairs.similarities) == 0.0
     low, high = fitted.interval(10**6)
     assert low <= fitted.at(10**6) <= high
     # With no band pair passing, the band adds nothing to the point estimate, but its Wilson bound stays above 0.
@@ -333,3 +335,31 @@ def test_wilson_interval() -> None:
     assert falsealarm.wilson(0, 0) == (0.0, 1.0)
     low, high = falsealarm.wilson(0, 1000)
     assert low == 0.0 and 0.001 < high < 0.005
+
+
+def test_calibration_picks_a_band_that_verifies_look_alikes_away() -> None:
+    from dedup_eval import calibrate
+    from dedup_eval.evidence import PairEvidence
+    from dedup_server.verification.geometry import Evidence
+
+    strong, weak = Evidence(inliers=200, coverage=0.5, matches=300), Evidence.none(10)
+    rng = np.random.default_rng(3)
+    results, table = [], {}
+    for i in range(200):  # copies: some far above any band, some (hard edits) inside it with strong evidence
+        similarity = 0.95 if i % 2 else 0.6
+        other = float(rng.uniform(0.2, 0.5))
+        result = _result(f"p{i}/edit", f"p{i}", (f"p{i}", similarity), (f"o{i}", other))
+        results.append(result)
+        table[(result.id, f"p{i}")] = PairEvidence(strong, weak)
+        table[(result.id, f"o{i}")] = PairEvidence(weak, weak)
+    for i in range(1500):  # distractors: look-alikes up to 0.8, never geometrically consistent (enough of them
+        # for Wilson's bound on the verification's false passes, times K, to fit the 1 % budget)
+        result = _result(f"d{i}/original", None, (f"p{i % 200}", float(rng.uniform(0.3, 0.8))))
+        results.append(result)
+        table[(result.id, f"p{i % 200}")] = PairEvidence(weak, weak)
+    pairs = falsealarm.unrelated_pairs(results, indexed=200)
+    chosen = calibrate.choose(results, table, pairs)
+    assert chosen.meets_budget and chosen.recall == 1.0 and chosen.precision == 1.0
+    assert chosen.lo <= 0.6 and chosen.hi >= 0.8  # the hard copies verified in, the look-alikes verified out
+    assert chosen.threshold - chosen.rule.below == pytest.approx(chosen.lo)
+    assert chosen.threshold + chosen.rule.above == pytest.approx(chosen.hi)
