@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true",
                         help="reuse the answers and evidence a previous run saved in --out (runs.pickle) instead of "
                              "querying the service again: to study calibration offline")
+    parser.add_argument("--fresh-evidence", action="store_true",
+                        help="with --reuse: compute the geometric evidence again (after a change of the features)")
     parser.add_argument("--require-targets", action="store_true",
                         help="exit 1 unless the server's default meets the targets on the test split (CI)")
     args = parser.parse_args(argv)
@@ -105,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         missing = [name for name in names if name not in runs]
         if missing:
             raise SystemExit(f"{saved} holds no {missing} split: run without --reuse first")
+        if args.fresh_evidence:
+            tables = {name: evidence.compute(splits[name], runs[name].results) for name in runs}
+            saved.write_bytes(pickle.dumps((stats, runs, tables)))
     else:
         with (_service(args.target, args.out, args.model_repository) as target,
               DedupClient(target, timeout=120) as client):

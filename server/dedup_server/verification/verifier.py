@@ -8,6 +8,8 @@ mirror-invariant while pooled embeddings are.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import threading
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -25,26 +27,30 @@ class Verified:
 
 
 class QueryFeatures:
-    """The query's features, extracted on first use (most checks have no candidate in the band)."""
+    """The query's features, extracted on first use (most checks have no candidate in the band); candidates may be
+    verified from several threads at once, so the extraction is guarded."""
 
     def __init__(self, thumbnail: np.ndarray) -> None:
         self._thumbnail = thumbnail
         self._plain: Features | None = None
         self._mirrored: Features | None = None
+        self._lock = threading.Lock()
 
     @property
     def available(self) -> bool:
         return self._thumbnail.size > 0
 
     def plain(self) -> Features:
-        if self._plain is None:
-            self._plain = geometry.extract(self._thumbnail)
-        return self._plain
+        with self._lock:
+            if self._plain is None:
+                self._plain = geometry.extract(self._thumbnail)
+            return self._plain
 
     def mirrored(self) -> Features:
-        if self._mirrored is None:
-            self._mirrored = geometry.extract(self._thumbnail, mirrored=True)
-        return self._mirrored
+        with self._lock:
+            if self._mirrored is None:
+                self._mirrored = geometry.extract(self._thumbnail, mirrored=True)
+            return self._mirrored
 
 
 def verify(
@@ -60,9 +66,13 @@ def verify(
             continue
         stored = geometry.extract(pixels)
         verified[candidate_id] = choose(
-            geometry.match(query.plain(), stored), lambda: geometry.match(query.mirrored(), stored), rule
+            geometry.match(query.plain(), stored), functools.partial(_match_mirrored, query, stored), rule
         )
     return verified
+
+
+def _match_mirrored(query: QueryFeatures, stored: Features) -> Evidence:
+    return geometry.match(query.mirrored(), stored)
 
 
 def choose(plain: Evidence, mirrored: Callable[[], Evidence], rule: VerificationRule) -> Verified:
