@@ -9,10 +9,12 @@ Every call is timed and its status code counted; ids the server acknowledged (IN
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import random
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -140,7 +142,10 @@ class LoadRun:
         started = time.monotonic()
         code, details = OK, ""
         try:
-            async for response in stub.IndexStream(iter(requests), timeout=self.config.timeout_s):
+            accepted: list[grpc.aio.StreamStreamCall] = []
+            call = stub.IndexStream(_once_accepted(accepted, requests), timeout=self.config.timeout_s)
+            accepted.append(call)
+            async for response in call:
                 status = dedup_pb2.IndexResponse.Status.Name(response.status)
                 items[status] += 1
                 if status == "INDEXED":
@@ -178,3 +183,21 @@ class LoadRun:
                     | {"errors": sum(sum(s.codes.values()) - s.codes[OK] for s in self.stats.values())},
                     refresh=True,
                 )
+
+
+async def _once_accepted(
+    call: list[grpc.aio.StreamStreamCall], requests: list[dedup_pb2.IndexRequest]
+) -> AsyncIterator[dedup_pb2.IndexRequest]:
+    """A stream's requests, sent once the front has accepted it (its headers came; the front sends them first).
+
+    A front over its RPC limit refuses a stream at once; a grpc.aio write that meets that refusal turns the
+    front's RESOURCE_EXHAUSTED into INTERNAL "Internal error from Core" (grpc/grpc#36066). Waiting costs one round
+    trip per stream; a front that sends no early headers is written to after a second anyway.
+    """
+    (stream,) = call  # filled in before gRPC starts reading this generator (in a task of its own)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(stream.initial_metadata()), 1.0)
+    for request in requests:
+        if stream.done():
+            return
+        yield request

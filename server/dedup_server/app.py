@@ -18,6 +18,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from .auth import BearerTokenInterceptor
 from .config import ServerConfig
+from .coordination import EtcdCoordinator, coordinator_for
 from .embedder import TritonEmbedder
 from .health import BackendMonitor
 from .index import MilvusIndex
@@ -55,7 +56,13 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         MilvusIndex, uri=config.milvus_uri, token=config.milvus_token, prefix=config.collection_prefix,
         index=config.index, call_timeout_s=config.milvus_timeout_s,
     )
-    service = DedupService(config, embedder=embedder, index=index, decode_pool=decode_pool)
+    # Writes of a collection take turns across fronts through etcd (DEDUP_ETCD_ENDPOINTS), else only locally.
+    # Nothing is asked of etcd here: a front starts (and answers checks) while etcd is down; writes need it.
+    coordinator = coordinator_for(config.coordination)
+    if isinstance(coordinator, EtcdCoordinator):
+        logger.info("writes coordinated through etcd at %s (front %s, lease TTL %d s)", coordinator.target,
+                    coordinator.front_id, config.coordination.lease_ttl_s)
+    service = DedupService(config, embedder=embedder, index=index, decode_pool=decode_pool, coordinator=coordinator)
     # Outermost, the OTel interceptor opens the RPC span (health probes are left out of traces); the
     # service's decode/infer/search/insert spans nest in it. Inside it, every RPC is counted and timed.
     interceptors: list[grpc.aio.ServerInterceptor] = [
@@ -95,8 +102,8 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
     )
     metrics_server: MetricsServer | None = None
     if config.metrics_port is not None:
-        metrics_server = start_metrics_server(config.host, config.metrics_port)
-        logger.info("Prometheus metrics on http://%s:%d/metrics", config.host, metrics_server.port)
+        metrics_server = start_metrics_server(config.metrics_host, config.metrics_port)
+        logger.info("Prometheus metrics on http://%s:%d/metrics", config.metrics_host, metrics_server.port)
     service.start()
     await server.start()
     monitor.start()
@@ -116,6 +123,7 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         service.drain()  # open streams answer what they read, then end UNAVAILABLE (send the rest again)
         await server.stop(config.shutdown_grace_s)
         await service.close()
+        await coordinator.close()  # after the last write batch: revoking the lease hands every lock over at once
         for batcher in (service.embed_batcher, service.write_batcher):
             logger.info(
                 "%s batches: %d, items %d, mean size %.1f, largest %d", batcher.name, batcher.stats.batches,

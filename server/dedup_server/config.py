@@ -90,6 +90,50 @@ class Limits:
                 raise ConfigError(f"limit {field.name} must be at least 1, got {getattr(self, field.name)}")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CoordinationConfig:
+    """etcd, through which the fronts sharing one Milvus serialise each collection's writes (coordination/).
+
+    No endpoints: one front, serialised by its own write batcher, no etcd (DEDUP_ETCD_ENDPOINTS unset).
+    """
+
+    endpoints: tuple[str, ...] = ()  # etcd client URLs, host:port (DEDUP_ETCD_ENDPOINTS, comma-separated)
+    prefix: str = "/dedup/"  # of every key; fronts that share a Milvus must share it (DEDUP_ETCD_PREFIX)
+    # A front that dies holds its collections' write locks this long (etcd counts whole seconds).
+    lease_ttl_s: int = 10
+    call_timeout_s: float = 2.0  # the longest one etcd call may take (less when the deadline is nearer)
+    # Writes stop this long before the lease could expire: room for a Milvus call already sent to be applied.
+    margin_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.enabled and not all(self.endpoints):
+            raise ConfigError(f"DEDUP_ETCD_ENDPOINTS has an empty entry: {','.join(self.endpoints)!r}")
+        for endpoint in self.endpoints if len(self.endpoints) > 1 else ():
+            host = endpoint.removeprefix("http://").rsplit(":", 1)[0].strip("[]")
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ConfigError(
+                    f"DEDUP_ETCD_ENDPOINTS: with several endpoints each must be an IP address ({endpoint!r} is not);"
+                    " or give one DNS name that resolves to every member (dns:///etcd:2379)"
+                ) from None
+        if not self.prefix.startswith("/") or not self.prefix.endswith("/"):
+            raise ConfigError(f"DEDUP_ETCD_PREFIX must start and end with '/', got {self.prefix!r}")
+        if self.lease_ttl_s < 2:
+            raise ConfigError(f"DEDUP_ETCD_LEASE_TTL_S must be at least 2 (etcd's minimum), got {self.lease_ttl_s}")
+        if not self.call_timeout_s > 0:
+            raise ConfigError(f"DEDUP_ETCD_TIMEOUT_S must be > 0 seconds, got {self.call_timeout_s}")
+        # A refresh every third of the TTL leaves at least 2/3 of it; the margin must leave room to write.
+        if not 0 <= self.margin_s < self.lease_ttl_s / 3:
+            raise ConfigError(
+                f"DEDUP_ETCD_MARGIN_S must be in [0, TTL/3) = [0, {self.lease_ttl_s / 3:.2f}), got {self.margin_s}"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.endpoints)
+
+
 #: Bearer tokens travel in an HTTP/2 header and are compared in full: printable ASCII, long enough
 #: not to be guessed (e.g. `openssl rand -hex 32`).
 MIN_TOKEN_LENGTH = 16
@@ -218,7 +262,11 @@ class ServerConfig:
     decode_threads: int = max(2, os.cpu_count() or 2)
     health_interval_s: float = 2.0
     shutdown_grace_s: float = 10.0
-    metrics_port: int | None = 9464  # Prometheus /metrics on host:port; 0 = a free port, None = off
+    metrics_port: int | None = 9464  # Prometheus /metrics on metrics_host:port; 0 = a free port, None = off
+    # Loopback unless told otherwise: /metrics has no token or TLS. In a pod, 0.0.0.0 lets Prometheus scrape the
+    # pod's address (keep the port off public Services; a NetworkPolicy can limit it to the scraper).
+    metrics_host: str = "127.0.0.1"
+    coordination: CoordinationConfig = dataclasses.field(default_factory=CoordinationConfig)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
@@ -321,6 +369,14 @@ class ServerConfig:
             metrics_port=(
                 None if reader.text("METRICS_PORT", "").lower() == "off"
                 else reader.integer("METRICS_PORT", defaults.metrics_port or 0)
+            ),
+            metrics_host=reader.text("METRICS_HOST", defaults.metrics_host),
+            coordination=CoordinationConfig(
+                endpoints=tuple(e.strip() for e in reader.text("ETCD_ENDPOINTS", "").split(",") if e.strip()),
+                prefix=reader.text("ETCD_PREFIX", CoordinationConfig.prefix),
+                lease_ttl_s=reader.integer("ETCD_LEASE_TTL_S", CoordinationConfig.lease_ttl_s),
+                call_timeout_s=reader.number("ETCD_TIMEOUT_S", CoordinationConfig.call_timeout_s),
+                margin_s=reader.number("ETCD_MARGIN_S", CoordinationConfig.margin_s),
             ),
         )
 

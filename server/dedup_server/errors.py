@@ -13,6 +13,32 @@
 
 from __future__ import annotations
 
+import re
+
+#: An echoed value (a quoted repr in a message) longer than this is cut short, with an ellipsis; a whole message
+#: longer than MAX_MESSAGE_CHARS too. A status message travels in an HTTP/2 trailer, and gRPC refuses metadata over
+#: its 8 KiB soft limit: a 10 KB collection name echoed whole reached the client as RESOURCE_EXHAUSTED ("received
+#: metadata size exceeds soft limit") instead of our INVALID_ARGUMENT.
+MAX_ECHOED_CHARS = 200
+MAX_MESSAGE_CHARS = 2_000
+_ELLIPSIS = "\u2026"
+# A quoted run longer than MAX_ECHOED_CHARS: '...' or "..." as repr() writes them (escapes included).
+_LONG_QUOTED = re.compile(
+    r"'(?:[^'\\\n]|\\.){%d,}'" % (MAX_ECHOED_CHARS + 1) + "|" + r'"(?:[^"\\\n]|\\.){%d,}"' % (MAX_ECHOED_CHARS + 1)
+)
+
+
+def shorten_message(message: str) -> str:
+    """`message` with every long echoed value, and the whole, cut short (one rule, applied where statuses are made)."""
+    if len(message) <= MAX_ECHOED_CHARS:
+        return message
+    message = _LONG_QUOTED.sub(
+        lambda m: m.group(0)[: MAX_ECHOED_CHARS + 1] + _ELLIPSIS + m.group(0)[-1], message[:100_000]
+    )
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + _ELLIPSIS
+    return message
+
 
 class DedupError(Exception):
     """Base of every error this service raises on purpose."""

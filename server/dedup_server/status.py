@@ -14,6 +14,7 @@ from .errors import (
     ModelMismatch,
     Overloaded,
     StreamTooLong,
+    shorten_message,
 )
 
 logger = logging.getLogger(__name__)
@@ -30,9 +31,10 @@ _STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 
 
 def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    """Status code and message for an exception; unknown ones are INTERNAL with a generic message."""
+    """Status code and message for an exception; unknown ones are INTERNAL with a generic message. Echoed values
+    are cut short (errors.shorten_message): the message must fit gRPC's metadata limit."""
     for error_type, code in _STATUS_BY_ERROR:
         if isinstance(exc, error_type):
-            return code, str(exc)
+            return code, shorten_message(str(exc))
     logger.error("unexpected error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, "internal error (logged on the server)"

@@ -1,7 +1,8 @@
 """The gRPC front (`python -m dedup_server`) as a child process, ready once grpc.health.v1 says SERVING.
 
 Its output is not redirected: in `make run` the front's log is what the developer wants to see in the terminal
-(Triton's and Milvus' much noisier logs go to files).
+(Triton's and Milvus' much noisier logs go to files). The readiness probe speaks what the front speaks: TLS when
+DEDUP_TLS_CERT is set (and presents the front's own key pair under mutual TLS), as deploy/grpc_health_check.py.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -65,7 +67,7 @@ class FrontProcess:
         )
         try:
             self._child.spawn()
-            with _HealthProbe(self.config.probe_address) as probe:
+            with _HealthProbe(self.config.probe_address, self.config.env) as probe:
                 self._child.wait_ready(
                     probe, timeout_s=self.config.startup_timeout_s, cancel=cancel, what="SERVING"
                 )
@@ -83,8 +85,8 @@ class _HealthProbe:
     """True once grpc.health.v1 Check("") answers SERVING (or, for a front without the health service, once
     the port accepts RPCs at all)."""
 
-    def __init__(self, address: str) -> None:
-        self._channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, env: Mapping[str, str] | None = None) -> None:
+        self._channel = probe_channel(address, env or {})
         self._stub = health_pb2_grpc.HealthStub(self._channel)
         self._last_status: str | None = None
 
@@ -107,6 +109,24 @@ class _HealthProbe:
 
     def __exit__(self, *exc_info: object) -> None:
         self._channel.close()
+
+
+def probe_channel(address: str, env: Mapping[str, str]) -> grpc.Channel:
+    """A channel to the front as its DEDUP_TLS_* say it listens: plaintext, TLS, or mutual TLS (the front's own
+    certificate and key are the probe's identity). The root CA: DEDUP_HEALTHCHECK_CA, else DEDUP_TLS_CLIENT_CA,
+    else the certificate itself (self-signed, or a chain ending in its root); the name checked: localhost, or
+    DEDUP_HEALTHCHECK_TLS_NAME."""
+    cert = env.get("DEDUP_TLS_CERT", "").strip()
+    if not cert:
+        return grpc.insecure_channel(address)
+    client_ca = env.get("DEDUP_TLS_CLIENT_CA", "").strip()
+    root_ca = env.get("DEDUP_HEALTHCHECK_CA", "").strip() or client_ca or cert
+    mutual: dict[str, Any] = {}
+    if client_ca:
+        mutual = {"private_key": Path(env["DEDUP_TLS_KEY"]).read_bytes(), "certificate_chain": Path(cert).read_bytes()}
+    credentials = grpc.ssl_channel_credentials(root_certificates=Path(root_ca).read_bytes(), **mutual)
+    name = env.get("DEDUP_HEALTHCHECK_TLS_NAME", "").strip() or "localhost"
+    return grpc.secure_channel(address, credentials, options=[("grpc.ssl_target_name_override", name)])
 
 
 def front_env(base: Mapping[str, str], overrides: Mapping[str, str], extra_pythonpath: Sequence[str]) -> dict[str, str]:

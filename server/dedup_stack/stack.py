@@ -1,4 +1,4 @@
-"""Stack: start Milvus and Triton side by side, then the gRPC front; watch all three; stop them in order.
+"""Stack: start Milvus, Triton and etcd side by side, then the gRPC front; watch them all; stop them in order.
 
 Everything that can happen to the supervisor (a signal, a child got ready or failed to, a child died) arrives as
 one event on a queue.SimpleQueue, which is documented as safe to put() from a signal handler. The main thread
@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import shlex
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ from types import FrameType
 
 from dedup_stack.config import StackConfig
 from dedup_stack.errors import ModelRepositoryError, ProcessStartError, StackError, StartCancelled
+from dedup_stack.etcd import EtcdConfig, EtcdProcess, find_binary
 from dedup_stack.front import FrontConfig, FrontProcess, front_env
 from dedup_stack.milvus import MilvusConfig, MilvusPorts, MilvusProcess
 from dedup_stack.ports import PortClaim, check_ports_free
@@ -108,6 +110,18 @@ class Stack:
             if config.start_triton
             else None
         )
+        self.etcd = (
+            EtcdProcess(
+                EtcdConfig(
+                    data_dir=data_dir / "etcd",
+                    client_port=config.etcd_port,
+                    peer_port=config.etcd_peer_port,
+                    startup_timeout_s=config.startup_timeout_s,
+                )
+            )
+            if config.start_etcd
+            else None
+        )
         self.front = FrontProcess(
             FrontConfig(
                 command=config.front_command,
@@ -120,6 +134,7 @@ class Stack:
                         "DEDUP_TRITON_MODEL": config.triton_model,
                         "DEDUP_MILVUS_URI": config.front_milvus_uri,
                         "DEDUP_DATA_DIR": str(data_dir),
+                        "DEDUP_ETCD_ENDPOINTS": config.front_etcd_endpoints,
                     },
                     _FRONT_PYTHONPATH,
                 ),
@@ -141,6 +156,9 @@ class Stack:
             claims += self.triton.config.port_claims()
         if self.milvus is not None:
             claims += self.milvus.config.ports.port_claims()
+        if self.etcd is not None:
+            find_binary(self.etcd.config.binary)
+            claims += self.etcd.config.port_claims()
         check_ports_free(claims)
 
     def run(self) -> int:
@@ -169,6 +187,8 @@ class Stack:
                 backends["Milvus"] = self.milvus.start
             if self.triton is not None:
                 backends["Triton"] = self.triton.start
+            if self.etcd is not None:
+                backends["etcd"] = self.etcd.start
             self._start_together(backends)
             self._start_together({"gRPC front": self.front.start})
         except StartCancelled:
@@ -177,6 +197,8 @@ class Stack:
             logger.error("startup failed: %s", exc)
             return EXIT_FAILED
         logger.info("%s", self._serving_line(time.monotonic() - started))
+        # stdout, one line, for people and scripts: what a second front needs to join this stack.
+        print(self.join_line(), flush=True)
         return self._supervise()
 
     def _start_together(self, starters: Mapping[str, Callable[[threading.Event], None]]) -> None:
@@ -252,11 +274,11 @@ class Stack:
         if self.front.child is not None:
             logger.info("stopping the gRPC front")
             self.front.stop()
-        backends = [p for p in (self.triton, self.milvus) if p is not None and p.child is not None]
+        backends = [p for p in (self.triton, self.milvus, self.etcd) if p is not None and p.child is not None]
         if not backends:
             return
         logger.info("stopping %s", " and ".join(type(p).__name__.removesuffix("Process") for p in backends))
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="stop") as pool:
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stop") as pool:
             list(pool.map(lambda p: p.stop(), backends))  # list(): re-raise what a stop() raised
         logger.info("stopped")
 
@@ -270,6 +292,7 @@ class Stack:
         return {
             "Milvus": self.milvus.child if self.milvus else None,
             "Triton": self.triton.child if self.triton else None,
+            "etcd": self.etcd.child if self.etcd else None,
             "gRPC front": self.front.child,
         }
 
@@ -296,9 +319,35 @@ class Stack:
             else f"Triton {cfg.front_triton_url} (external)"
         )
         milvus = f"Milvus {cfg.front_milvus_uri}" if self.milvus else f"Milvus {cfg.front_milvus_uri} (external)"
+        if not cfg.front_etcd_endpoints:
+            etcd = "no etcd: writes serialised by this front alone"
+        else:
+            etcd = f"etcd {cfg.front_etcd_endpoints}" + ("" if self.etcd else " (external)")
         parts = [
             f"{name} {proc.startup_seconds:.1f} s"
-            for name, proc in (("Milvus", self.milvus), ("Triton", self.triton), ("front", self.front))
+            for name, proc in (("Milvus", self.milvus), ("Triton", self.triton), ("etcd", self.etcd),
+                               ("front", self.front))
             if proc is not None and proc.startup_seconds is not None
         ]
-        return f"serving on {cfg.host}:{cfg.port} ({triton}, {milvus}); up in {elapsed_s:.1f} s ({', '.join(parts)})"
+        return (
+            f"serving on {cfg.host}:{cfg.port} ({triton}, {milvus}, {etcd}); up in {elapsed_s:.1f} s "
+            f"({', '.join(parts)})"
+        )
+
+    def join_line(self) -> str:
+        """`join: VAR=value ...`: the environment another front needs to share this stack's Triton, Milvus and
+        etcd (with its own DEDUP_PORT and DEDUP_DATA_DIR; on another machine, with this machine's address)."""
+        cfg = self.config
+        if not cfg.etcd:
+            return "join: not possible: DEDUP_ETCD=off (a second front's writes would race with this one's)"
+        if cfg.milvus_lite:
+            return f"join: not possible: Milvus Lite ({cfg.front_milvus_uri}) serves one process only"
+        variables = {
+            "DEDUP_TRITON_URL": cfg.front_triton_url,
+            "DEDUP_TRITON_MODEL": cfg.triton_model,
+            "DEDUP_MILVUS_URI": cfg.front_milvus_uri,
+            "DEDUP_ETCD_ENDPOINTS": cfg.front_etcd_endpoints,
+            # Beside this front on one machine, the default metrics port is taken: pick a free one.
+            "DEDUP_METRICS_PORT": "0",
+        }
+        return "join: " + " ".join(f"{name}={shlex.quote(value)}" for name, value in variables.items())

@@ -17,6 +17,7 @@ from dedup_client import DedupClient
 from dedup_server.app import running_server
 from dedup_server.config import ServerConfig
 from dedup_server.telemetry import configure_tracing
+from dedup_stack.etcd import EtcdConfig, EtcdProcess
 from dedup_stack.milvus import MilvusConfig, MilvusPorts, MilvusProcess
 from dedup_stack.ports import pick_free_ports
 from dedup_stack.triton import TritonConfig, TritonProcess
@@ -40,6 +41,15 @@ def milvus(stack_dir: Path) -> Iterator[MilvusProcess]:
         MilvusConfig(base_dir=stack_dir / "milvus", ports=MilvusPorts.pick_free(),
                      install_dir=REPO / ".dedup-data" / "milvus-install")
     )
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd(stack_dir: Path) -> Iterator[EtcdProcess]:
+    """Debian's etcd-server (`apt-get install etcd-server`): the coordinator of the fronts' writes."""
+    process = EtcdProcess(EtcdConfig.on_free_ports(stack_dir / "etcd"))
     process.start()
     yield process
     process.stop()

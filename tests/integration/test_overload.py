@@ -14,9 +14,6 @@ from dedup_stack.killable import KillableStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# gRPC's C core sometimes reports a stream that the server refused (RPC limit) while the client was still
-# sending its large messages as INTERNAL "Internal error from Core" on the client side; the server logs nothing.
-_REFUSED_STREAM = ("INTERNAL", "Internal error from Core")
 
 
 def test_overload_answers_resource_exhausted_and_memory_stays_flat(tmp_path: Path, eval_dir: Path) -> None:
@@ -32,8 +29,8 @@ def test_overload_answers_resource_exhausted_and_memory_stays_flat(tmp_path: Pat
     assert checks.codes["RESOURCE_EXHAUSTED"] > 0 and streams.codes["RESOURCE_EXHAUSTED"] > 0
     assert checks.codes["OK"] > 0 and streams.items["INDEXED"] > 0, "the front must keep serving within its limits"
     assert set(checks.codes) <= {"OK", "RESOURCE_EXHAUSTED"}, checks.error_samples
-    assert set(streams.codes) <= {"OK", "RESOURCE_EXHAUSTED", _REFUSED_STREAM[0]}, streams.error_samples
-    assert streams.error_samples.get(_REFUSED_STREAM[0], _REFUSED_STREAM[1]) == _REFUSED_STREAM[1]
+    # Not INTERNAL: the load's streams wait for the front's headers before writing (grpc/grpc#36066).
+    assert set(streams.codes) <= {"OK", "RESOURCE_EXHAUSTED"}, streams.error_samples
     assert set(streams.items) == {"INDEXED"}, "an item the front accepted is never dropped for overload"
     # Memory: after the first seconds of ramp-up, RSS stays flat under a load that never lets up.
     rss = load.rss_mb[3:]

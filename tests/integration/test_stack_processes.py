@@ -212,12 +212,15 @@ FAKE_FRONT = textwrap.dedent(
 def stack_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     front = tmp_path / "fake_front.py"
     front.write_text(FAKE_FRONT)
-    (port,) = pick_free_ports(1)
+    port, etcd_port, etcd_peer_port = pick_free_ports(3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEDUP_")}
     env.update(
         PYTHONPATH=PYTHONPATH,
         DEDUP_DATA_DIR=str(tmp_path / "data"),
         DEDUP_PORT=str(port),
+        # The stack's own etcd (Debian's etcd-server), beside any `make run` on its fixed ports.
+        DEDUP_ETCD_PORT=str(etcd_port),
+        DEDUP_ETCD_PEER_PORT=str(etcd_peer_port),
         DEDUP_MILVUS_URI=str(tmp_path / "milvus.db"),  # external: no Milvus started
         DEDUP_TRITON_URL="127.0.0.1:1",  # external: no Triton started
         DEDUP_FRONT_COMMAND=f"{sys.executable} {front}",
@@ -261,6 +264,9 @@ def test_stack_serves_then_stops_on_sigterm(tmp_path: Path, no_leftovers: None) 
     assert front_env["DEDUP_MILVUS_URI"] == str(tmp_path / "milvus.db")
     assert front_env["DEDUP_TRITON_MODEL"] == "embedder"
     assert front_env["DEDUP_DATA_DIR"] == str(tmp_path / "data")
+    # Milvus Lite serves one process: no second front can join, so no etcd is started for one.
+    assert front_env["DEDUP_ETCD_ENDPOINTS"] == ""
+    assert "join: not possible: Milvus Lite" in wait_for_line(proc, log, "join: ", timeout_s=10)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0, log.read_text()
     assert "received SIGTERM; stopping" in log.read_text()
@@ -348,5 +354,11 @@ def test_full_stack_starts_real_backends_and_stops_on_sigint(tmp_path: Path, no_
     front_env = json.loads((tmp_path / "front-env.json").read_text())
     assert front_env["DEDUP_TRITON_URL"] == f"127.0.0.1:{grpc_port}"
     assert front_env["DEDUP_MILVUS_URI"] == f"http://127.0.0.1:{milvus_port}"
+    # etcd too, its data under the data dir, and the line a second front joins with.
+    assert front_env["DEDUP_ETCD_ENDPOINTS"] == f"127.0.0.1:{env['DEDUP_ETCD_PORT']}"
+    assert (tmp_path / "data" / "etcd" / "member").is_dir()
+    joined = wait_for_line(proc, log, "join: ", timeout_s=10)
+    assert (f"DEDUP_MILVUS_URI=http://127.0.0.1:{milvus_port} DEDUP_ETCD_ENDPOINTS=127.0.0.1:{env['DEDUP_ETCD_PORT']}"
+            in joined)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0, log.read_text()

@@ -78,3 +78,28 @@ def test_top_k_and_collection_rules() -> None:
 def test_metadata_size_limit() -> None:
     with pytest.raises(InvalidRequest, match="metadata"):
         validation.metadata({"k": "v" * 20_000}, LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        pytest.param({"DEDUP_ETCD_ENDPOINTS": "etcd-0:2379,etcd-1:2379"}, "must be an IP address", id="several-names"),
+        pytest.param({"DEDUP_ETCD_ENDPOINTS": "e:2379", "DEDUP_ETCD_LEASE_TTL_S": "1"}, "at least 2", id="ttl"),
+        pytest.param({"DEDUP_ETCD_ENDPOINTS": "e:2379", "DEDUP_ETCD_MARGIN_S": "4"}, "DEDUP_ETCD_MARGIN_S",
+                     id="margin"),
+        pytest.param({"DEDUP_ETCD_PREFIX": "dedup"}, "DEDUP_ETCD_PREFIX", id="prefix"),
+    ],
+)
+def test_coordination_settings_are_checked(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ServerConfig.from_env(env)
+
+
+def test_coordination_is_off_without_endpoints_and_reads_every_setting() -> None:
+    assert not ServerConfig.from_env({}).coordination.enabled
+    config = ServerConfig.from_env({
+        "DEDUP_ETCD_ENDPOINTS": "10.0.0.1:2379, 10.0.0.2:2379", "DEDUP_ETCD_LEASE_TTL_S": "6",
+        "DEDUP_ETCD_MARGIN_S": "0.5", "DEDUP_ETCD_TIMEOUT_S": "1.5", "DEDUP_ETCD_PREFIX": "/tenant-a/",
+    }).coordination
+    assert config.endpoints == ("10.0.0.1:2379", "10.0.0.2:2379") and config.enabled
+    assert (config.lease_ttl_s, config.margin_s, config.call_timeout_s, config.prefix) == (6, 0.5, 1.5, "/tenant-a/")

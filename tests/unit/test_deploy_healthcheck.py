@@ -202,3 +202,19 @@ def test_token_from_the_fronts_token_file_is_sent(tmp_path: Path) -> None:
         _set(front, health_pb2.HealthCheckResponse.SERVING)
         assert grpc_health_check.main({"DEDUP_PORT": str(front.port)}) == 1
         assert grpc_health_check.main({"DEDUP_PORT": str(front.port), "DEDUP_AUTH_TOKEN_FILE": str(token_file)}) == 0
+
+
+def test_make_run_readiness_probe_speaks_the_fronts_tls(tls_front: tuple[Front, bool], pki: Pki) -> None:
+    """`make run` waits for SERVING with the same rules: a plaintext probe of a TLS front would wait forever."""
+    from dedup_stack.front import _HealthProbe
+
+    front, mutual = tls_front
+    _set(front, health_pb2.HealthCheckResponse.SERVING)
+    env = {
+        "DEDUP_TLS_CERT": str(pki.cert), "DEDUP_TLS_KEY": str(pki.key), "DEDUP_HEALTHCHECK_CA": str(pki.ca),
+        "DEDUP_HEALTHCHECK_TLS_NAME": "dedup-front", **({"DEDUP_TLS_CLIENT_CA": str(pki.ca)} if mutual else {}),
+    }
+    with _HealthProbe(f"127.0.0.1:{front.port}", env) as probe:
+        assert probe()
+    with _HealthProbe(f"127.0.0.1:{front.port}", {}) as plaintext:
+        assert not plaintext()

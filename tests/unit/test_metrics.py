@@ -132,3 +132,10 @@ def test_metrics_endpoint_serves_the_registry_and_closes() -> None:
             start_metrics_server("127.0.0.1", server.port)  # taken
     finally:
         server.close()
+
+
+def test_metrics_listen_on_loopback_even_when_the_front_serves_every_address() -> None:
+    """/metrics has no token or TLS: only DEDUP_METRICS_HOST opens it beyond this machine (e.g. 0.0.0.0 in a pod)."""
+    exposed = {"DEDUP_HOST": "0.0.0.0", "DEDUP_ALLOW_INSECURE": "1"}
+    assert ServerConfig.from_env(exposed).metrics_host == "127.0.0.1"
+    assert ServerConfig.from_env({**exposed, "DEDUP_METRICS_HOST": "0.0.0.0"}).metrics_host == "0.0.0.0"

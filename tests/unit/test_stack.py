@@ -403,3 +403,52 @@ def test_tail_text_returns_last_lines(tmp_path: Path) -> None:
     path = tmp_path / "log"
     path.write_text("".join(f"line {i}\n" for i in range(100)))
     assert tail_text(path, 3) == "line 97\nline 98\nline 99"
+
+
+# -- etcd and joining -------------------------------------------------------------------------------------------
+
+
+def test_stack_starts_etcd_by_default_and_passes_it_to_the_front(tmp_path: Path) -> None:
+    config = StackConfig.from_env({"DEDUP_DATA_DIR": str(tmp_path)})
+    assert config.start_etcd and (config.etcd_port, config.etcd_peer_port) == (23790, 23800)
+    stack = Stack(config, env={})
+    assert stack.etcd is not None and stack.etcd.config.data_dir == tmp_path.absolute() / "etcd"
+    assert stack.front.config.env["DEDUP_ETCD_ENDPOINTS"] == "127.0.0.1:23790"
+    assert stack.join_line() == (
+        "join: DEDUP_TRITON_URL=127.0.0.1:8001 DEDUP_TRITON_MODEL=embedder DEDUP_MILVUS_URI=http://127.0.0.1:19530 "
+        "DEDUP_ETCD_ENDPOINTS=127.0.0.1:23790 DEDUP_METRICS_PORT=0"
+    )
+
+
+def test_a_front_that_joins_starts_nothing_else(tmp_path: Path) -> None:
+    env = {"DEDUP_TRITON_URL": "10.0.0.5:8001", "DEDUP_MILVUS_URI": "http://10.0.0.5:19530",
+           "DEDUP_ETCD_ENDPOINTS": "10.0.0.5:23790", "DEDUP_PORT": "50052", "DEDUP_DATA_DIR": str(tmp_path)}
+    config = StackConfig.from_env(env)
+    assert config.joins
+    stack = Stack(config, env={})
+    assert (stack.milvus, stack.triton, stack.etcd) == (None, None, None)
+    front_env = stack.front.config.env
+    assert (front_env["DEDUP_ETCD_ENDPOINTS"], front_env["DEDUP_PORT"]) == ("10.0.0.5:23790", "50052")
+    assert "DEDUP_ETCD_ENDPOINTS=10.0.0.5:23790" in stack.join_line()
+
+
+def test_etcd_off_runs_one_front_without_coordination(tmp_path: Path) -> None:
+    config = StackConfig.from_env({"DEDUP_ETCD": "off", "DEDUP_DATA_DIR": str(tmp_path)})
+    stack = Stack(config, env={})
+    assert stack.etcd is None and stack.front.config.env["DEDUP_ETCD_ENDPOINTS"] == ""
+    assert stack.join_line().startswith("join: not possible")
+    with pytest.raises(ValueError, match="DEDUP_ETCD must be on or off"):
+        StackConfig.from_env({"DEDUP_ETCD": "maybe"})
+
+
+def test_etcd_argv_keeps_data_under_the_data_dir(tmp_path: Path) -> None:
+    from dedup_stack.etcd import EtcdConfig, build_argv
+
+    config = EtcdConfig(data_dir=tmp_path / "etcd", client_port=23790, peer_port=23800)
+    argv = build_argv(config, Path("/usr/bin/etcd"))
+    assert f"--data-dir={tmp_path / 'etcd' / 'member'}" in argv
+    assert "--listen-client-urls=http://127.0.0.1:23790" in argv
+    assert "--initial-cluster=dedup=http://127.0.0.1:23800" in argv
+    assert [claim.port for claim in config.port_claims()] == [23790, 23800]
+    with pytest.raises(ValueError, match="must differ"):
+        EtcdConfig(data_dir=tmp_path, client_port=1, peer_port=1)
