@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/server:$(CURDIR)/clients/python:$(CURDIR)
 RESNET50_WEIGHTS ?= $(DEDUP_RESNET50_WEIGHTS)
 MODEL_STAMP := triton_models/embedder/1/model.onnx
 
-.PHONY: help setup model run test test-unit test-integration fuzz eval bench load chaos lint deploy-check proto proto-check clients-setup clients-build clients-examples clean
+.PHONY: help setup etcd browser-setup model run test test-unit test-integration fuzz eval bench load chaos lint deploy-check proto proto-check clients-setup clients-build clients-examples clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -24,22 +24,30 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install everything (pinned)
 
+# `make run` starts an etcd (the fronts' write coordinator) unless it joins one or is told DEDUP_ETCD=off.
+RUN_ETCD := $(if $(filter off OFF,$(DEDUP_ETCD)),,$(if $(DEDUP_ETCD_ENDPOINTS),,etcd))
+etcd: ## install Debian's etcd-server when missing (apt: root or sudo); make run and make test need it
+	scripts/etcd-setup.sh
+
+browser-setup: ## install Debian's chromium when missing (apt: root or sudo); the gallery's browser tests drive it
+	scripts/browser-setup.sh
+
 model: $(STAMP) ## build the Triton model repository from real weights (ResNet-50, else EfficientNet-Lite0)
 	$(PY) -m dedup_modelbuild --repository triton_models $(if $(RESNET50_WEIGHTS),--resnet50-weights $(RESNET50_WEIGHTS))
 
 $(MODEL_STAMP): | $(STAMP)
 	$(MAKE) model
 
-run: $(STAMP) $(MODEL_STAMP) ## install, then run Triton + Milvus + the gRPC front in the foreground (Ctrl-C stops all)
+run: $(STAMP) $(MODEL_STAMP) $(RUN_ETCD) ## install, then run Triton + Milvus + etcd + the gRPC front in the foreground (Ctrl-C stops all); prints the `join:` line for a second front
 	$(PY) -m dedup_stack
 
-test: $(STAMP) $(MODEL_STAMP) ## install, then run every test (unit + integration against real Triton and Milvus)
+test: $(STAMP) $(MODEL_STAMP) etcd browser-setup ## install, then run every test (unit + integration against real Triton and Milvus)
 	$(PY) -m pytest tests -q
 
 test-unit: $(STAMP) ## unit tests only (no backends)
 	$(PY) -m pytest tests/unit -q
 
-test-integration: $(STAMP) $(MODEL_STAMP) ## integration tests only
+test-integration: $(STAMP) $(MODEL_STAMP) etcd browser-setup ## integration tests only
 	$(PY) -m pytest tests/integration -q
 
 FUZZ_EXAMPLES ?= 5000

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -28,7 +29,14 @@ from .errors import BackendError, BackendUnavailable, CollectionNotFound, Invali
 
 logger = logging.getLogger(__name__)
 
-COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+# What users call collections (tenants): my-photos, a UUID, tenant-42, photos.2026. Never path-like: no "/" or "\\",
+# no "..", not "." alone.
+COLLECTION_NAME = re.compile(r"^(?!\.+$)(?!.*\.\.)[A-Za-z0-9._-]{1,255}$")
+# The first scheme's names (Milvus-safe already): they map to Milvus as they are, so their collections keep working.
+LEGACY_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+MAX_MILVUS_NAME = 255  # Milvus: [A-Za-z0-9_], starting with a letter or "_", at most 255 characters
+# The user's name of a collection, recorded at creation (other names are hashed into the Milvus name).
+NAME_PROPERTY = "dedup.name"
 # Reserved metadata key: the image's layout (layout.py), stored beside the client's metadata.
 LAYOUT_KEY = "_dedup_layout"
 ID_FIELD, VECTOR_FIELD, METADATA_FIELD, MODEL_FIELD, INSERTED_AT_FIELD, SIGNATURE_FIELD = (
@@ -69,6 +77,7 @@ class StoredImage:
     metadata: Mapping[str, str]
     layout: str = ""
     signature: str = ""  # verification/signature.py; "" when unknown
+    inserted_at: int = 0  # Unix ms of the write (read by scan); 0 when not read
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -97,8 +106,26 @@ class _CollectionState:
 def validate_collection_name(name: str) -> None:
     if not COLLECTION_NAME.match(name):
         raise InvalidRequest(
-            f"collection name {name!r} is invalid: use 1-128 letters, digits or underscores"
+            f"collection name {name!r} is invalid: use 1-255 letters, digits, '-', '_' or '.' "
+            "(not path-like: no '..', not '.')"
         )
+
+
+def milvus_collection_name(prefix: str, name: str) -> str:
+    """The Milvus collection of a (valid) collection name.
+
+    Names of the first scheme (1-128 letters, digits, underscores) are the prefix plus the name, as they always
+    were. Any other name is made Milvus-safe, readable, and told apart by a hash of the whole name:
+    ``my-photos`` -> ``dedup_my_photos__<16 hex>``. No reversible escape fits every 255-character name into 255
+    Milvus characters, so the user's name is recorded with the collection (NAME_PROPERTY) and read back from there;
+    opening checks it, so two names can never share a Milvus collection unnoticed.
+    """
+    if LEGACY_COLLECTION_NAME.match(name):
+        return prefix + name
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+    readable = re.sub(r"[^A-Za-z0-9_]", "_", name)[: MAX_MILVUS_NAME - len(prefix) - len(digest) - 3]
+    milvus_name = f"{prefix}{readable}__{digest}"
+    return milvus_name if re.match(r"[A-Za-z_]", milvus_name) else "_" + milvus_name
 
 
 class MilvusIndex:
@@ -176,10 +203,11 @@ class MilvusIndex:
         return state.milvus_name
 
     def _load_or_create(self, name: str, model: ModelInfo, create: bool) -> _CollectionState:
-        milvus_name = self._prefix + name
+        milvus_name = milvus_collection_name(self._prefix, name)
         with _milvus_errors(f"open collection {name!r}"):
             if self._client.has_collection(milvus_name, timeout=self._call_timeout_s):
                 described = self._client.describe_collection(milvus_name, timeout=self._call_timeout_s)
+                _check_recorded_name(described, name, milvus_name)
                 recorded = _recorded_model(described, milvus_name)
                 if recorded == model.label:
                     self._ensure_loaded(milvus_name)
@@ -187,12 +215,8 @@ class MilvusIndex:
                 return _CollectionState(milvus_name, recorded, has_signatures=SIGNATURE_FIELD in fields)
             if not create:
                 raise CollectionNotFound(name)
-            self._create(milvus_name, model)
+            self._create(milvus_name, model, name)
             return _CollectionState(milvus_name, model.label)
-
-    def _recorded_model(self, milvus_name: str) -> str:
-        return _recorded_model(self._client.describe_collection(milvus_name, timeout=self._call_timeout_s),
-                               milvus_name)
 
     def _ensure_loaded(self, milvus_name: str) -> None:
         state = self._client.get_load_state(milvus_name, timeout=self._call_timeout_s).get("state")
@@ -200,7 +224,7 @@ class MilvusIndex:
             logger.info("loading collection %s (state %s)", milvus_name, state)
             self._client.load_collection(milvus_name, timeout=self._call_timeout_s)
 
-    def _create(self, milvus_name: str, model: ModelInfo) -> None:
+    def _create(self, milvus_name: str, model: ModelInfo, name: str) -> None:
         schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
         schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=model.embedding_dim)
@@ -216,14 +240,16 @@ class MilvusIndex:
             metric_type=METRIC,
             params={"params": self._index.build_params()},
         )
-        description = json.dumps({"model": model.label, "dim": model.embedding_dim, "created_by": "dedup"})
+        description = json.dumps(
+            {"model": model.label, "dim": model.embedding_dim, "created_by": "dedup", "name": name}
+        )
         self._client.create_collection(
             milvus_name,
             schema=schema,
             index_params=index_params,
             consistency_level=CONSISTENCY,
             description=description,
-            properties={MODEL_PROPERTY: model.label},
+            properties={MODEL_PROPERTY: model.label, NAME_PROPERTY: name},
         )
         logger.info(
             "created collection %s (%s %s, model %s, dim %d)",
@@ -242,9 +268,11 @@ class MilvusIndex:
     # -- data ----------------------------------------------------------------------------------
 
     def search(
-        self, milvus_name: str, vectors: np.ndarray, top_k: int, *, timeout_s: float | None = None
+        self, milvus_name: str, vectors: np.ndarray, top_k: int, *, timeout_s: float | None = None,
+        consistency: str | None = None,
     ) -> list[list[Hit]]:
-        """Nearest stored images for each vector, best first."""
+        """Nearest stored images for each vector, best first. `consistency`: Milvus' level (default Session:
+        this client's writes); "Strong" also shows other clients' writes, e.g. another front's (coordination/)."""
         with _milvus_errors("search"), metrics.MILVUS_SECONDS.labels("search").time():
             results = self._client.search(
                 milvus_name,
@@ -253,7 +281,7 @@ class MilvusIndex:
                 anns_field=VECTOR_FIELD,
                 search_params={"metric_type": METRIC, "params": self._index.search_params(top_k)},
                 output_fields=[METADATA_FIELD],
-                consistency_level=CONSISTENCY,
+                consistency_level=consistency or CONSISTENCY,
                 timeout=self._call_timeout_s if timeout_s is None else timeout_s,
             )
         return [
@@ -308,7 +336,8 @@ class MilvusIndex:
         """Every stored image (id and vector), a batch at a time; blocking: pull batches from a thread."""
         with _milvus_errors("scan"):
             iterator = self._client.query_iterator(
-                milvus_name, batch_size=batch_size, filter="", output_fields=[ID_FIELD, VECTOR_FIELD, METADATA_FIELD],
+                milvus_name, batch_size=batch_size, filter="",
+                output_fields=[ID_FIELD, VECTOR_FIELD, METADATA_FIELD, INSERTED_AT_FIELD],
                 timeout=self._call_timeout_s if timeout_s is None else timeout_s,
             )
         try:
@@ -344,19 +373,28 @@ class MilvusIndex:
         return len(existing), [i for i in ids if i not in existing]
 
     def stats(self, name: str | None) -> list[CollectionStats]:
+        """Every collection under this prefix by the user's name (or the one named), sorted by name."""
         with _milvus_errors("stats"):
             if name is not None:
                 validate_collection_name(name)
-                if not self._client.has_collection(self._prefix + name, timeout=self._call_timeout_s):
+                milvus_name = milvus_collection_name(self._prefix, name)
+                if not self._client.has_collection(milvus_name, timeout=self._call_timeout_s):
                     raise CollectionNotFound(name)
-                names = [name]
+                described = self._client.describe_collection(milvus_name, timeout=self._call_timeout_s)
+                if _user_name(described, milvus_name, self._prefix) != name:
+                    raise CollectionNotFound(name)  # another name's collection (see milvus_collection_name)
+                found = [(name, milvus_name, described)]
             else:
                 listed = self._client.list_collections(timeout=self._call_timeout_s)
-                names = sorted(n[len(self._prefix):] for n in listed if n.startswith(self._prefix))
-            return [self._collection_stats(n) for n in names]
+                found = []
+                for milvus_name in listed:
+                    if milvus_name.startswith(self._prefix):
+                        described = self._client.describe_collection(milvus_name, timeout=self._call_timeout_s)
+                        found.append((_user_name(described, milvus_name, self._prefix), milvus_name, described))
+                found.sort(key=lambda entry: entry[0])
+            return [self._collection_stats(n, m, d) for n, m, d in found]
 
-    def _collection_stats(self, name: str) -> CollectionStats:
-        milvus_name = self._prefix + name
+    def _collection_stats(self, name: str, milvus_name: str, described: Mapping[str, Any]) -> CollectionStats:
         self._ensure_loaded(milvus_name)
         count = self.count(milvus_name)
         index = self._client.describe_index(milvus_name, index_name=VECTOR_FIELD, timeout=self._call_timeout_s) or {}
@@ -370,7 +408,7 @@ class MilvusIndex:
         return CollectionStats(
             name=name,
             image_count=count,
-            model=self._recorded_model(milvus_name),
+            model=_recorded_model(described, milvus_name),
             index=IndexDescription(
                 index_type=index_type,
                 build_params=build,
@@ -391,11 +429,39 @@ def _recorded_model(described: Mapping[str, Any], milvus_name: str) -> str:
         return f"unknown (collection {milvus_name!r} was not created by this service)"
 
 
+def _recorded_name(described: Mapping[str, Any]) -> str | None:
+    """The user's name recorded at creation (None: created before names were recorded, or not by this service)."""
+    recorded = (described.get("properties") or {}).get(NAME_PROPERTY)
+    if recorded:
+        return str(recorded)
+    try:
+        named = json.loads(described.get("description", "")).get("name")
+    except (ValueError, AttributeError, TypeError):
+        return None
+    return str(named) if named else None
+
+
+def _user_name(described: Mapping[str, Any], milvus_name: str, prefix: str) -> str:
+    return _recorded_name(described) or milvus_name[len(prefix):]
+
+
+def _check_recorded_name(described: Mapping[str, Any], name: str, milvus_name: str) -> None:
+    """Refuse a Milvus collection that holds another name's images (a hash collision, or a first-scheme name that
+    happens to read like a hashed one): never mix two tenants."""
+    recorded = _recorded_name(described)
+    if recorded == name or (recorded is None and LEGACY_COLLECTION_NAME.match(name)):
+        return
+    raise InvalidRequest(
+        f"collection name {name!r} maps to the Milvus collection {milvus_name!r}, which holds "
+        f"{'collection ' + repr(recorded) if recorded else 'a collection of another name'}: choose another name"
+    )
+
+
 def _stored(row: Mapping[str, Any]) -> StoredImage:
     metadata = _as_str_map(row.get(METADATA_FIELD))
     layout = metadata.pop(LAYOUT_KEY, "")
     return StoredImage(id=str(row[ID_FIELD]), vector=np.asarray(row[VECTOR_FIELD], dtype=np.float32),
-                       metadata=metadata, layout=layout)
+                       metadata=metadata, layout=layout, inserted_at=int(row.get(INSERTED_AT_FIELD) or 0))
 
 
 def _hit(hit: Mapping[str, Any]) -> Hit:

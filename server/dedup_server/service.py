@@ -3,7 +3,9 @@
 Knows nothing of gRPC. Check-and-insert is race-free because every write goes through one
 write batcher that runs one batch at a time: within a batch, items are compared with the index
 *and* with the items before them; across batches, Milvus' session consistency makes each
-batch see the previous one's inserts.
+batch see the previous one's inserts. Across fronts (processes, pods) sharing one Milvus, each
+collection's batches also take turns through the write coordinator (coordination/: etcd), and
+the first batch of a turn searches with Strong consistency to see the other fronts' writes.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ from opentelemetry import trace
 from . import validation
 from .batcher import MicroBatcher
 from .config import ServerConfig
+from .coordination import LocalCoordinator, WriteCoordinator, WriteTurn
 from .deadline import Deadline, backend_deadline, retry_async, retry_sync
 from .decision import COSINE_ONLY, decide, to_verify
 from .decode import DecodeLimits, decode_with_thumbnail
 from .embedder import Embedder, ModelInfo
-from .errors import BackendUnavailable, DedupError, InvalidRequest, StreamTooLong
+from .errors import BackendUnavailable, DedupError, InvalidRequest, ModelMismatch, StreamTooLong
+from .facts import facts_from_metadata, image_facts, public_metadata
 from .flip import FlipPolicy
 from .groups import DuplicateGroup, GroupBuilder
-from .index import CollectionStats, Hit, IndexDescription, MilvusIndex, StoredImage
+from .index import CollectionStats, Hit, IndexDescription, MilvusIndex, StoredImage, milvus_collection_name
 from .layout import layout_of
 from .stream import map_unordered
 from .thresholds import Calibration, calibrated_threshold
@@ -82,6 +86,10 @@ class GroupsQuery:
     threshold: float = 0.0
     top_k: int = 0
     flip_policy: int = 0  # dedup.v1.FlipPolicy
+    keep: int = 0  # dedup.v1.KeepPolicy: which member of a group is its keeper
+    min_group_size: int = 0  # 0 = 2: every group
+    limit: int = 0  # at most this many groups, the largest; 0 = all
+    cosine_only: bool = False  # no geometric verification of band candidates: the cosine against the threshold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,9 +153,11 @@ class _WriteResult:
 
 class DedupService:
     def __init__(
-        self, config: ServerConfig, *, embedder: Embedder, index: MilvusIndex, decode_pool: Executor
+        self, config: ServerConfig, *, embedder: Embedder, index: MilvusIndex, decode_pool: Executor,
+        coordinator: WriteCoordinator | None = None,
     ) -> None:
         self._config = config
+        self._coordinator: WriteCoordinator = coordinator or LocalCoordinator()
         self._limits = config.limits
         self._embedder = embedder
         self._index = index
@@ -214,12 +224,13 @@ class DedupService:
         if not query.insert_if_unique:
             # Fail fast on an unknown collection, before spending a model call on the image.
             milvus_name = await self._existing_collection(collection, model, caller)
-        rule = COSINE_ONLY if query.cosine_only else calibration.rule
+        rule = _rule(calibration, cosine_only=query.cosine_only or query.threshold > 0)
         embedded = await self._embed(query.image, caller, signed=query.insert_if_unique)
         vector, layout = embedded.vector, embedded.layout
         if query.insert_if_unique:
             result = await self._write(
-                _WriteJob(collection, image_id, vector, metadata, True, threshold, top_k, deadline=caller,
+                _WriteJob(collection, image_id, vector, metadata | await _facts(self._decode_pool, query.image),
+                          True, threshold, top_k, deadline=caller,
                           flip_policy=policy, layout=layout, thumbnail=embedded.thumbnail,
                           signature=embedded.signature, rule=rule)
             )
@@ -254,9 +265,13 @@ class DedupService:
                 self._milvus, lambda timeout_s: self._index.signatures(milvus_name, ids, timeout_s=timeout_s),
                 self._deadline(caller), "Milvus get signatures",
             )
-            return await asyncio.get_running_loop().run_in_executor(
-                self._decode_pool, verify, QueryFeatures(thumbnail), signatures, rule
-            )
+            # One task per candidate: OpenCV releases the GIL, so candidates are verified on every decode thread.
+            query, loop = QueryFeatures(thumbnail), asyncio.get_running_loop()
+            parts = await asyncio.gather(*(
+                loop.run_in_executor(self._decode_pool, verify, query, {candidate: stored}, rule)
+                for candidate, stored in signatures.items()
+            ))
+            return {candidate: found for part in parts for candidate, found in part.items()}
 
     # -- IndexStream ---------------------------------------------------------------------------
 
@@ -300,13 +315,16 @@ class DedupService:
             image_id = validation.image_id(item.id, self._limits, required=True)
             collection = validation.collection_name(item.collection, self._config.default_collection)
             threshold = validation.threshold(item.threshold, calibration.threshold)
-            metadata = validation.metadata(item.metadata, self._limits)
+            metadata = validation.metadata(item.metadata, self._limits) | await _facts(self._decode_pool, item.image)
             policy = validation.flip_policy(item.flip_policy)
             embedded = await self._embed(item.image, caller, wait_for_room=True, signed=True)
             result = await self._write(
                 _WriteJob(collection, image_id, embedded.vector, metadata, item.skip_duplicates, threshold,
                           self._config.default_top_k, deadline=caller, flip_policy=policy, layout=embedded.layout,
-                          thumbnail=embedded.thumbnail, signature=embedded.signature, rule=calibration.rule),
+                          thumbnail=embedded.thumbnail, signature=embedded.signature,
+                          # Verified only where the decision changes what is stored: a plain ingest stores the item
+                          # anyway, and its matches (cosine at the threshold) are for information.
+                          rule=_rule(calibration, cosine_only=not item.skip_duplicates or item.threshold > 0)),
                 wait_for_room=True,
             )
         except InvalidRequest as exc:
@@ -324,16 +342,24 @@ class DedupService:
     async def find_groups(
         self, query: GroupsQuery, *, time_remaining: float | None = None
     ) -> AsyncIterator[ScanProgress | DuplicateGroup]:
-        """Scan the collection: each stored vector is searched against the collection, pairs at or above the
-        threshold join groups. Yields progress after each batch, then every group, largest first."""
+        """Scan the collection: each stored vector is searched against the collection, and the pairs that
+        CheckDuplicate would call duplicates join groups (the same decision: cosine outside the calibrated band,
+        local features of the stored signatures inside it). Yields progress after each batch, then every group (at
+        least `min_group_size` images, at most `limit` groups), largest first, each with its members and the
+        keeper `keep` picks."""
         caller = Deadline.from_time_remaining(time_remaining)
         calibration = await self.calibration(self._deadline(caller))
         collection = validation.collection_name(query.collection, self._config.default_collection)
         threshold = validation.threshold(query.threshold, calibration.threshold)
         top_k = validation.top_k(query.top_k, self._config.default_top_k, self._limits)
         policy = validation.flip_policy(query.flip_policy)
+        keep = validation.keep_policy(query.keep)
+        min_group_size = validation.min_group_size(query.min_group_size)
         model = await self.model(self._deadline(caller))
         milvus_name = await self._existing_collection(collection, model, caller)
+        rule = _rule(calibration, cosine_only=query.cosine_only or query.threshold > 0)
+        # Collections from before signatures: band candidates are decided by the cosine, as CheckDuplicate does.
+        verifiable = rule.enabled and self._index.has_signatures(milvus_name)
         total = await asyncio.to_thread(self._index.count, milvus_name)
         builder = GroupBuilder()
         scanned = 0
@@ -346,15 +372,47 @@ class DedupService:
                         self._milvus, functools.partial(self._search_all, milvus_name, vectors, top_k + 1),
                         self._deadline(caller), "Milvus search",
                     )
-                for image, hits in zip(batch, found, strict=True):
-                    for hit in decide(_without(hits, image.id), image.layout, policy, threshold, top_k):
-                        builder.add(image.id, hit.id, hit.similarity)
+                candidates = [_without(hits, image.id) for image, hits in zip(batch, found, strict=True)]
+                evidence: Sequence[dict[str, Verified] | None] = [None] * len(batch)
+                if verifiable:
+                    evidence = await self._scan_evidence(milvus_name, batch, candidates, threshold, rule, caller)
+                for image, hits, verified in zip(batch, candidates, evidence, strict=True):
+                    for hit in decide(hits, image.layout, policy, threshold, top_k, rule=rule, verified=verified):
+                        builder.add(image.id, hit.id, hit.similarity, hit.mirrored)
+                        # What a neighbour's hit knows of it, until its own scan tells more (indexed-at too).
+                        builder.describe(hit.id, facts_from_metadata(hit.metadata), public_metadata(hit.metadata),
+                                         replace=False)
+                    if builder.knows(image.id):
+                        builder.describe(image.id, facts_from_metadata(image.metadata, image.inserted_at),
+                                         public_metadata(image.metadata))
                 scanned += len(batch)
                 yield ScanProgress(scanned=scanned, total=max(total, scanned))
         finally:
             await asyncio.to_thread(batches.close)
-        for group in builder.groups():
+        for group in builder.groups(keep, min_size=min_group_size, limit=query.limit):
             yield group
+
+    async def _scan_evidence(
+        self, milvus_name: str, batch: Sequence[StoredImage], candidates: Sequence[Sequence[Hit]], threshold: float,
+        rule: VerificationRule, caller: Deadline | None,
+    ) -> list[dict[str, Verified]]:
+        """Geometric evidence for the band candidates of each scanned image, as CheckDuplicate gathers it for a
+        query: the stored image's own signature stands for the query. One Milvus read for the signatures of the
+        batch; the matching runs in the decode pool."""
+        wanted = [to_verify(hits, threshold, rule) for hits in candidates]
+        queries = {image.id for image, chosen in zip(batch, wanted, strict=True) if chosen}
+        ids = sorted({i for chosen in wanted for i in chosen} | queries)
+        if not ids:
+            return [{} for _ in batch]
+        with tracer.start_as_current_span("verify", attributes={"candidates": len(ids)}):
+            signatures = await asyncio.to_thread(
+                self._milvus, lambda timeout_s: self._index.signatures(milvus_name, ids, timeout_s=timeout_s),
+                self._deadline(caller), "Milvus get signatures",
+            )
+            return await asyncio.get_running_loop().run_in_executor(
+                self._decode_pool, _verify_scanned, [signatures.get(image.id, "") for image in batch],
+                [{i: signatures.get(i, "") for i in chosen} for chosen in wanted], rule,
+            )
 
     # -- DeleteImages / GetStats ---------------------------------------------------------------
 
@@ -367,7 +425,15 @@ class DedupService:
         for image_id in ids:
             validation.image_id(image_id, self._limits, required=True, field="ids[]")
         model = await self.model()
-        milvus_name = await asyncio.to_thread(self._index.open_collection, name, model, create=False)
+        try:
+            milvus_name = await asyncio.to_thread(self._index.open_collection, name, model, create=False)
+        except ModelMismatch as mismatch:
+            # Built by another model: deleting ids needs no embeddings, so open it as the model it records.
+            if "@" not in mismatch.collection_model:
+                raise
+            recorded_name, recorded_version = mismatch.collection_model.rsplit("@", 1)
+            recorded = dataclasses.replace(model, name=recorded_name, version=recorded_version)
+            milvus_name = await asyncio.to_thread(self._index.open_collection, name, recorded, create=False)
         return await asyncio.to_thread(self._index.delete, milvus_name, list(dict.fromkeys(ids)))
 
     async def stats(self, collection: str) -> ServiceStats:
@@ -436,8 +502,25 @@ class DedupService:
     async def _write_batch(self, jobs: Sequence[_WriteJob]) -> Sequence[_WriteResult | DedupError]:
         deadline = backend_deadline((job.deadline for job in jobs), wait_cap_s=self._config.backend_wait_s)
         model = await self.model(deadline)
+        results: list[_WriteResult | DedupError] = [_WriteResult(matches=(), inserted=False)] * len(jobs)
+        by_collection: dict[str, list[int]] = {}
+        for position, job in enumerate(jobs):
+            by_collection.setdefault(job.collection, []).append(position)
         with tracer.start_as_current_span("search_and_insert", attributes={"batch.size": len(jobs)}):
-            return await asyncio.to_thread(self._write_batch_sync, jobs, model, deadline)
+            for collection, positions in by_collection.items():
+                outcomes: Sequence[_WriteResult | DedupError]
+                try:
+                    # One turn per collection and batch: across fronts, only the holder of its lock writes it.
+                    lock = milvus_collection_name(self._config.collection_prefix, collection)
+                    async with self._coordinator.turn(lock, deadline) as turn:
+                        outcomes = await asyncio.to_thread(
+                            self._write_collection, collection, [jobs[p] for p in positions], model, turn
+                        )
+                except DedupError as exc:
+                    outcomes = [exc] * len(positions)
+                for position, outcome in zip(positions, outcomes, strict=True):
+                    results[position] = outcome
+        return results
 
     def _search_all(self, milvus_name: str, vectors: np.ndarray, top_k: int, timeout_s: float) -> list[list[Hit]]:
         return self._index.search(milvus_name, vectors, top_k, timeout_s=timeout_s)
@@ -446,25 +529,16 @@ class DedupService:
         """call(timeout_s), retried while Milvus is unreachable and `deadline` allows (blocking: run in a thread)."""
         return retry_sync(call, deadline, cap_s=self._config.milvus_timeout_s, what=what)
 
-    def _write_batch_sync(
-        self, jobs: Sequence[_WriteJob], model: ModelInfo, deadline: Deadline
-    ) -> list[_WriteResult | DedupError]:
-        results: list[_WriteResult | DedupError] = [_WriteResult(matches=(), inserted=False)] * len(jobs)
-        by_collection: dict[str, list[int]] = {}
-        for position, job in enumerate(jobs):
-            by_collection.setdefault(job.collection, []).append(position)
-        for collection, positions in by_collection.items():
-            try:
-                outcomes = self._write_collection(collection, [jobs[p] for p in positions], model, deadline)
-            except DedupError as exc:
-                outcomes = [exc] * len(positions)
-            for position, outcome in zip(positions, outcomes, strict=True):
-                results[position] = outcome
-        return results
-
     def _write_collection(
-        self, collection: str, jobs: Sequence[_WriteJob], model: ModelInfo, deadline: Deadline
+        self, collection: str, jobs: Sequence[_WriteJob], model: ModelInfo, turn: WriteTurn
     ) -> list[_WriteResult | DedupError]:
+        """Search, decide and insert one collection's part of a write batch (blocking: runs in a thread).
+
+        Every Milvus call takes its timeout from the turn's deadline, which ends before this front's write lease
+        could (coordination/lease.py): a front paused past it writes nothing."""
+        deadline = turn.deadline
+        # A fresh turn may follow another front's writes, which Session consistency does not show.
+        consistency = "Strong" if turn.fresh else None
         milvus_name = self._milvus(
             lambda _timeout_s: self._index.open_collection(collection, model, create=True),
             deadline, "Milvus open collection",
@@ -474,27 +548,26 @@ class DedupService:
         with tracer.start_as_current_span("search", attributes={"batch.size": len(jobs)}):
             found = self._milvus(
                 lambda timeout_s: self._index.search(
-                    milvus_name, vectors, max(job.top_k for job in jobs) + 1, timeout_s=timeout_s
+                    milvus_name, vectors, max(job.top_k for job in jobs) + 1, timeout_s=timeout_s,
+                    consistency=consistency,
                 ),
                 deadline, "Milvus search",
             )
         verifiable = self._index.has_signatures(milvus_name)
         stored_signatures = self._band_signatures(milvus_name, jobs, found, deadline) if verifiable else {}
-        accepted: dict[str, int] = {}  # id -> position in jobs, for the items this batch stores
-        results: list[_WriteResult] = []
         # Items stored earlier in this batch are not in Milvus yet: compare with them directly. One product for
         # every pair; only pairs that can match (at or above the bottom of the item's band) become hits.
         in_batch = vectors @ vectors.T
+        evidence = self._batch_evidence(jobs, found, in_batch, stored_signatures) if verifiable else None
+        accepted: dict[str, int] = {}  # id -> position in jobs, for the items this batch stores
+        results: list[_WriteResult] = []
         for j, job in enumerate(jobs):
             lowest = job.threshold - job.rule.below
             earlier = [k for other_id, k in accepted.items() if other_id != job.id and in_batch[j, k] >= lowest]
             hits = _without(found[j], job.id) + _batch_hits(jobs, earlier, in_batch[j, earlier])
             verified = None
-            if verifiable:
-                ids = to_verify(hits, job.threshold, job.rule)
-                in_batch_signatures = {jobs[k].id: jobs[k].signature for k in earlier}
-                candidates = {i: in_batch_signatures.get(i) or stored_signatures.get(i, "") for i in ids}
-                verified = verify(QueryFeatures(_thumbnail_of(job)), candidates, job.rule) if ids else {}
+            if evidence is not None:
+                verified = {i: evidence[j][i] for i in to_verify(hits, job.threshold, job.rule) if i in evidence[j]}
             matches = decide(hits, job.layout, job.flip_policy, job.threshold, job.top_k, rule=job.rule,
                              verified=verified)
             inserted = not (job.skip_duplicates and matches)
@@ -515,10 +588,35 @@ class DedupService:
                     deadline, "Milvus upsert",
                 )
         except DedupError as exc:
-            # Nothing of this batch was acknowledged as stored; duplicates stay valid answers.
-            return [exc if result.inserted else result for result in results]
+            # Nothing of this batch was stored. A duplicate of stored images stays a valid answer; a duplicate
+            # only of items of this batch would name images that are not there (the retry may store another copy).
+            unstored = set(accepted)
+            return [exc if result.inserted else _without_unstored(result, unstored, exc) for result in results]
         return list(results)
 
+
+    def _batch_evidence(
+        self, jobs: Sequence[_WriteJob], found: Sequence[Sequence[Hit]], in_batch: np.ndarray,
+        stored_signatures: Mapping[str, str],
+    ) -> list[dict[str, Verified]]:
+        """Evidence for every candidate each item's decision could verify, computed on the decode threads at once
+        (blocking; the write stage's thread waits). Which earlier items of the batch end up stored is only known
+        item by item, so each item is verified against every earlier one in its band, stored or not, besides its
+        Milvus candidates; the serial pass then picks what its decision needs."""
+        tasks: list[tuple[int, str, str]] = []
+        queries = [QueryFeatures(_thumbnail_of(job)) for job in jobs]
+        for j, job in enumerate(jobs):
+            for candidate in to_verify(_without(found[j], job.id), job.threshold, job.rule):
+                tasks.append((j, candidate, stored_signatures.get(candidate, "")))
+            for k in range(j):
+                if jobs[k].id != job.id and job.rule.in_band(float(in_batch[j, k]), job.threshold):
+                    tasks.append((j, jobs[k].id, jobs[k].signature))
+        evidence: list[dict[str, Verified]] = [{} for _ in jobs]
+        futures = [self._decode_pool.submit(verify, queries[j], {candidate: stored}, jobs[j].rule)
+                   for j, candidate, stored in tasks]
+        for (j, _, _), future in zip(tasks, futures, strict=True):
+            evidence[j].update(future.result())
+        return evidence
 
     def _band_signatures(
         self, milvus_name: str, jobs: Sequence[_WriteJob], found: Sequence[Sequence[Hit]], deadline: Deadline
@@ -589,9 +687,23 @@ async def _before(caller: Deadline | None, batched: Awaitable[T], backend: str) 
         raise BackendUnavailable(f"{backend} did not answer before the caller's deadline") from exc
 
 
+def _without_unstored(result: _WriteResult, unstored: set[str], error: DedupError) -> _WriteResult | DedupError:
+    """A duplicate's answer without the matches that were never stored; `error` when none is left."""
+    matches = [hit for hit in result.matches if hit.id not in unstored]
+    if not matches:
+        return error
+    return result if len(matches) == len(result.matches) else _WriteResult(matches=matches, inserted=False)
+
+
 def _without(hits: Sequence[Hit], image_id: str) -> list[Hit]:
     """Hits other than the image itself (a re-sent id finds its own earlier copy)."""
     return [hit for hit in hits if hit.id != image_id]
+
+
+def _rule(calibration: Calibration, *, cosine_only: bool) -> VerificationRule:
+    """The calibrated decision (cosine outside the band, local features inside), or cosine alone: on request, and
+    whenever the request sets its own threshold (a cosine the caller chose, as before verification existed)."""
+    return COSINE_ONLY if cosine_only else calibration.rule
 
 
 def _thumbnail_of(job: _WriteJob) -> np.ndarray:
@@ -603,3 +715,21 @@ def _batch_hits(jobs: Sequence[_WriteJob], positions: Sequence[int], similaritie
         Hit(id=jobs[k].id, similarity=float(similarity), metadata=jobs[k].metadata, layout=jobs[k].layout)
         for k, similarity in zip(positions, similarities, strict=True)
     ]
+
+
+async def _facts(pool: Executor, image: bytes) -> dict[str, str]:
+    """The image's facts (facts.py: pixels, bytes, format), stored beside its metadata under reserved keys for the
+    keep policy of duplicate groups; read in the decode pool, off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(pool, image_facts, image)
+
+
+def _verify_scanned(
+    own: Sequence[str], candidates: Sequence[Mapping[str, str]], rule: VerificationRule
+) -> list[dict[str, Verified]]:
+    """verify() for each scanned image (its stored signature as the query) against its band candidates."""
+    evidence: list[dict[str, Verified]] = []
+    for own_signature, wanted in zip(own, candidates, strict=True):
+        pixels = signature.signature_pixels(own_signature) if wanted else None
+        thumbnail = pixels if pixels is not None else np.zeros((0, 0), dtype=np.uint8)
+        evidence.append(verify(QueryFeatures(thumbnail), wanted, rule) if wanted else {})
+    return evidence

@@ -10,8 +10,9 @@ import grpc
 from dedup.v1 import dedup_pb2, dedup_pb2_grpc
 
 from . import metrics
-from .errors import DedupError
-from .groups import DuplicateGroup
+from .errors import DedupError, shorten_message
+from .facts import public_metadata
+from .groups import DuplicateGroup, GroupMember
 from .index import Hit, IndexDescription
 from .service import CheckQuery, DedupService, GroupsQuery, IndexItem, ItemOutcome, ItemStatus, ScanProgress
 from .status import status_for
@@ -90,6 +91,10 @@ class DedupServicer(dedup_pb2_grpc.DeduplicationServicer):
                     flip_policy=request.flip_policy,
                 )
 
+        # Headers first, before reading anything: a client may wait for them before it streams its images, so a
+        # stream the server refuses (RPC limit: trailers only) is refused before a write can meet the refusal,
+        # which grpc.aio clients misreport as INTERNAL (grpc/grpc#36066) instead of RESOURCE_EXHAUSTED.
+        await context.send_initial_metadata(())
         try:
             async for outcome in self._service.index_stream(items(), time_remaining=context.time_remaining()):
                 metrics.INDEX_ITEMS.labels(outcome.status.value).inc()
@@ -102,7 +107,9 @@ class DedupServicer(dedup_pb2_grpc.DeduplicationServicer):
         self, request: dedup_pb2.FindDuplicateGroupsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[dedup_pb2.FindDuplicateGroupsResponse]:
         query = GroupsQuery(collection=request.collection, threshold=request.threshold, top_k=request.top_k,
-                            flip_policy=request.flip_policy)
+                            flip_policy=request.flip_policy, keep=request.keep,
+                            min_group_size=request.min_group_size, limit=request.limit,
+                            cosine_only=request.cosine_only)
         try:
             async for item in self._service.find_groups(query, time_remaining=context.time_remaining()):
                 yield _groups_response(item)
@@ -170,22 +177,36 @@ def _groups_response(item: ScanProgress | DuplicateGroup) -> dedup_pb2.FindDupli
     return dedup_pb2.FindDuplicateGroupsResponse(
         group=dedup_pb2.DuplicateGroup(
             ids=list(item.ids),
-            pairs=[dedup_pb2.DuplicatePair(id_a=p.id_a, id_b=p.id_b, similarity=p.similarity) for p in item.pairs],
+            pairs=[dedup_pb2.DuplicatePair(id_a=p.id_a, id_b=p.id_b, similarity=p.similarity, mirrored=p.mirrored)
+                   for p in item.pairs],
+            members=[_member(m) for m in item.members],
+            keeper=item.keeper,
         )
+    )
+
+
+def _member(member: GroupMember) -> dedup_pb2.GroupMember:
+    facts = member.facts
+    return dedup_pb2.GroupMember(
+        id=member.id, similarity=member.similarity, closest=member.closest, keeper=member.keeper,
+        mirrored=member.mirrored, metadata=dict(member.metadata), width=facts.width, height=facts.height,
+        bytes=facts.bytes, format=facts.format, indexed_at_ms=facts.indexed_at_ms,
     )
 
 
 def _matches(hits: Sequence[Hit]) -> list[dedup_pb2.Match]:
     return [
-        dedup_pb2.Match(id=hit.id, similarity=hit.similarity, metadata=dict(hit.metadata), mirrored=hit.mirrored,
-                        verified=hit.verified, inliers=hit.inliers)
+        # Only the client's metadata: the server's own facts (reserved keys) stay inside.
+        dedup_pb2.Match(id=hit.id, similarity=hit.similarity, metadata=public_metadata(hit.metadata),
+                        mirrored=hit.mirrored, verified=hit.verified, inliers=hit.inliers)
         for hit in hits
     ]
 
 
 def _index_response(outcome: ItemOutcome) -> dedup_pb2.IndexResponse:
     return dedup_pb2.IndexResponse(
-        id=outcome.id, status=_ITEM_STATUS[outcome.status], matches=_matches(outcome.matches), error=outcome.error
+        id=outcome.id, status=_ITEM_STATUS[outcome.status], matches=_matches(outcome.matches),
+        error=shorten_message(outcome.error),
     )
 
 

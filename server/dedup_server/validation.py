@@ -8,11 +8,14 @@ from collections.abc import Mapping
 
 from .config import Limits
 from .errors import InvalidRequest
+from .facts import RESERVED_PREFIX
 from .flip import FlipPolicy
-from .index import LAYOUT_KEY, validate_collection_name
+from .groups import KeepPolicy
+from .index import validate_collection_name
 
 
 def collection_name(value: str, default: str) -> str:
+    """1-255 letters, digits, '-', '_', '.', never path-like ("" = the default); index.py maps it to Milvus."""
     name = value or default
     validate_collection_name(name)
     return name
@@ -48,8 +51,12 @@ def top_k(value: int, default: int, limits: Limits) -> int:
 
 def metadata(value: Mapping[str, str], limits: Limits) -> dict[str, str]:
     result = dict(value)
-    if LAYOUT_KEY in result:
-        raise InvalidRequest(f"metadata key {LAYOUT_KEY!r} is reserved for the server")
+    reserved = sorted(key for key in result if key.startswith(RESERVED_PREFIX))
+    if reserved:
+        # The server stores its own facts beside the client's (the layout, the image's size and format).
+        raise InvalidRequest(
+            f"metadata key {reserved[0]!r} is reserved for the server (keys starting with {RESERVED_PREFIX!r})"
+        )
     size = len(json.dumps(result, ensure_ascii=False).encode("utf-8"))
     if size > limits.max_metadata_bytes:
         raise InvalidRequest(f"metadata is {size} bytes as JSON, over the limit of {limits.max_metadata_bytes}")
@@ -62,3 +69,16 @@ def flip_policy(value: int) -> FlipPolicy:
     except ValueError:
         known = ", ".join(f"{p.value} ({p.name})" for p in FlipPolicy)
         raise InvalidRequest(f"flip_policy {value} is not one of {known}") from None
+
+
+def keep_policy(value: int) -> KeepPolicy:
+    try:
+        return KeepPolicy(value)
+    except ValueError:
+        known = ", ".join(f"{p.value} ({p.name})" for p in KeepPolicy)
+        raise InvalidRequest(f"keep {value} is not one of {known}") from None
+
+
+def min_group_size(value: int) -> int:
+    """0 (and 1) = 2: every group (a group has at least two images)."""
+    return max(2, value)

@@ -64,7 +64,8 @@ BAD_FIELDS = [
     pytest.param({"id": "line\nbreak"}, "control characters", id="id-newline"),
     pytest.param({"id": "del\x7f"}, "control characters", id="id-del"),
     pytest.param({"collection": "bad name!"}, "collection name 'bad name!' is invalid", id="collection-bad-chars"),
-    pytest.param({"collection": "c" * 129}, "is invalid: use 1-128", id="collection-too-long"),
+    pytest.param({"collection": "c" * 256}, "is invalid: use 1-255", id="collection-too-long"),
+    pytest.param({"collection": "../other"}, "is invalid", id="collection-path-like"),
     pytest.param({"collection": "colecci\u00f3n"}, "is invalid", id="collection-non-ascii"),
     pytest.param({"metadata": {"k": "v" * 20_000}}, "metadata is", id="metadata-too-large"),
 ]

@@ -332,7 +332,7 @@ def test_items_read_files_only_when_pulled(image_dir: Path) -> None:
     first = next(items)
     assert first.id == "a.png"
     assert first.image == b"changed after listing"
-    assert first.metadata == {"path": "a.png"}
+    assert first.metadata == {"path": "a.png", "file": str((image_dir / "a.png").absolute())}
     rest = list(items)
     assert errors == ["broken.png"]
     assert len(rest) == len(files) - 2
@@ -355,7 +355,8 @@ def test_cli_index_reports_counts_and_exits_1_on_bad_files(
     assert "nested/deeper/dup.webp -> existing (0.9731)" in out
     assert "bad.gif: cannot decode image" in out
     assert "broken.png: cannot read file" in out
-    assert served.fake.stored["nested/c.jpeg"] == {"path": "nested/c.jpeg"}
+    assert served.fake.stored["nested/c.jpeg"] == {"path": "nested/c.jpeg",
+                                                   "file": str((image_dir / "nested" / "c.jpeg").absolute())}
     assert "notes.txt" not in served.fake.stored
 
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from dedup_eval import falsealarm, ranking
 from dedup_eval.benchmark import make_splits
 from dedup_eval.corpus import Photo
-from dedup_eval import falsealarm, ranking
 from dedup_eval.metrics import at_threshold, quality, server_decision
 from dedup_eval.runner import Candidate, QueryResult
 from dedup_eval.transforms import DISTRACTOR_TRANSFORMS, HARD_TRANSFORMS, MUST_FIND, TRANSFORMS, apply

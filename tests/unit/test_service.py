@@ -170,6 +170,8 @@ async def test_collection_built_by_another_model_is_refused(make_service, tmp_pa
     other = make_service(ColourEmbedder(dataclasses.replace(MODEL, version="2")), own_index=other_index)
     with pytest.raises(ModelMismatch, match="fake@1"):
         await other.check(CheckQuery(image=RED, collection="shared"))
+    # Deleting needs no embeddings: the front of another model may delete from it.
+    assert await other.delete("shared", ["r", "nope"]) == (1, ["nope"])
     other_index.close()
 
 
@@ -194,3 +196,39 @@ async def test_stream_over_the_item_limit_answers_what_it_read_then_ends(make_se
     assert (await service.stats("")).collections[0].image_count == 3  # nothing past the limit was stored
     exactly = [o async for o in service.index_stream(_items(*(IndexItem(id=f"j{i}", image=RED) for i in range(3))))]
     assert len(exactly) == 3  # a stream of exactly the limit ends normally
+
+
+async def test_a_fresh_write_turn_searches_strong_then_session(make_service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Across fronts (coordination/), the first batch after taking a collection's lock must see the other fronts'
+    writes: Strong; while the lock is kept, Session (this client's writes) is enough."""
+    import contextlib
+
+    from dedup_server.coordination import WriteTurn
+
+    class Turns:
+        def __init__(self) -> None:
+            self.collections: list[str] = []
+
+        @contextlib.asynccontextmanager
+        async def turn(self, collection: str, deadline):  # type: ignore[no-untyped-def]
+            self.collections.append(collection)
+            yield WriteTurn(deadline=deadline, fresh=len(self.collections) == 1)
+
+        async def close(self) -> None:
+            return None
+
+    turns = Turns()
+    service = make_service()
+    service._coordinator = turns
+    seen: list[str | None] = []
+    search = service._index.search
+
+    def spy(*args, consistency=None, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(consistency)
+        return search(*args, consistency=consistency, **kwargs)
+
+    monkeypatch.setattr(service._index, "search", spy)
+    for image_id, image in (("r", RED), ("g", GREEN)):
+        await service.check(CheckQuery(image=image, insert_if_unique=True, id=image_id, collection="turns"))
+    assert turns.collections == ["dedup_turns", "dedup_turns"]  # prefixed as the Milvus collection is
+    assert seen == ["Strong", None]

@@ -17,7 +17,7 @@ from dedup_server.flip import FlipPolicy
 from dedup_server.index import Hit
 from dedup_server.verification import geometry, signature
 from dedup_server.verification.geometry import Evidence
-from dedup_server.verification.rule import VerificationRule, Verdict
+from dedup_server.verification.rule import Verdict, VerificationRule
 from dedup_server.verification.verifier import QueryFeatures, Verified, verify
 from PIL import Image, ImageOps
 

@@ -1,7 +1,9 @@
-"""``dedup`` / ``python -m dedup_client``: index a folder, check an image, stats, delete.
+"""``dedup`` / ``python -m dedup_client``: index a folder, check images, list duplicate groups (text, JSON, CSV,
+an HTML gallery), clean a folder up safely (``dedupe``, ``undo``), stats, delete.
 
-Exit codes: 0 success; 1 an index run finished but some images were INVALID/FAILED;
-2 usage errors, unreachable server, or an error status from the server.
+Exit codes: 0 success; 1 a run finished but some images were INVALID/FAILED (index, check of
+several files) or some files could not be restored (undo); 2 usage errors, unreachable server,
+or an error status from the server.
 The parser is built inside ``main`` so importing this module reads no argv or env.
 """
 
@@ -18,17 +20,23 @@ from .client import DEFAULT_TARGET, DEFAULT_TIMEOUT_S, DedupClient
 from .commands import (
     EXIT_ERROR,
     CheckOptions,
+    DedupeOptions,
+    GroupsOptions,
     IndexOptions,
     UsageError,
     run_check,
+    run_dedupe,
     run_delete,
     run_groups,
     run_index,
     run_stats,
+    run_undo,
 )
 from .errors import DedupError
 from .files import DEFAULT_EXTENSIONS, IdMode, normalise_extensions
-from .results import FlipPolicy
+from .results import FlipPolicy, KeepPolicy
+
+KEEP_CHOICES = {p.flag: p for p in KeepPolicy if p is not KeepPolicy.DEFAULT}
 
 Command = Callable[[DedupClient, argparse.Namespace], int]
 
@@ -120,8 +128,11 @@ def _cmd_index(client: DedupClient, args: argparse.Namespace) -> int:
 
 
 def _cmd_check(client: DedupClient, args: argparse.Namespace) -> int:
+    several = len(args.files) > 1 or args.files[0].is_dir()
     opts = CheckOptions(
-        file=args.file,
+        file=args.files[0],
+        files=tuple(args.files) if several else (),
+        recursive=args.recursive,
         threshold=args.threshold,
         top_k=args.top_k,
         insert=args.insert,
@@ -137,11 +148,52 @@ def _cmd_stats(client: DedupClient, args: argparse.Namespace) -> int:
 
 
 def _cmd_groups(client: DedupClient, args: argparse.Namespace) -> int:
-    return run_groups(client, args.collection, args.threshold, as_json=args.json)
+    opts = GroupsOptions(
+        collection=args.collection,
+        threshold=args.threshold,
+        keep=KEEP_CHOICES[args.keep],
+        flip_policy=FlipPolicy[args.flip_policy.upper()],
+        min_size=args.min_size,
+        limit=args.limit,
+        csv=args.csv,
+        html=args.html,
+        root=args.root,
+        thumbnails=args.thumbnails,
+    )
+    return run_groups(client, opts, as_json=args.json)
+
+
+def _cmd_dedupe(client: DedupClient, args: argparse.Namespace) -> int:
+    opts = DedupeOptions(
+        root=args.dir,
+        collection=args.collection,
+        threshold=args.threshold,
+        keep=KEEP_CHOICES[args.keep],
+        move_to=args.move_to,
+        manifest=args.manifest,
+        reindex=args.reindex,
+        extensions=DEFAULT_EXTENSIONS | normalise_extensions(args.extensions),
+        html=args.html,
+    )
+    return run_dedupe(client, opts, as_json=args.json)
+
+
+def _cmd_undo(client: DedupClient, args: argparse.Namespace) -> int:
+    return run_undo(args.manifest, as_json=args.json)
 
 
 def _cmd_delete(client: DedupClient, args: argparse.Namespace) -> int:
     return run_delete(client, args.ids, args.collection, as_json=args.json)
+
+
+def _add_keep_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keep",
+        choices=list(KEEP_CHOICES),
+        default=KeepPolicy.LARGEST.flag,
+        help="which image of a group to keep: largest (most pixels, then bytes; the default), original-format "
+        "(PNG/TIFF/BMP/PPM over JPEG/WebP/GIF, then pixels), oldest or newest (first or last indexed)",
+    )
 
 
 def _build_parser(defaults: dict[str, Any]) -> argparse.ArgumentParser:
@@ -182,9 +234,17 @@ def _build_parser(defaults: dict[str, Any]) -> argparse.ArgumentParser:
     )
     index.set_defaults(handler=_cmd_index)
 
-    check = sub.add_parser("check", help="is this image a duplicate of an indexed one?")
+    check = sub.add_parser(
+        "check", help="is this image a duplicate of an indexed one? (several files or folders: one line each)"
+    )
     _add_global_flags(check, None)
-    check.add_argument("file", type=Path, metavar="FILE")
+    check.add_argument("files", type=Path, nargs="+", metavar="FILE", help="image files or folders of images")
+    check.add_argument(
+        "--recursive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="descend into sub-folders of a folder (default: yes)",
+    )
     check.add_argument(
         "--threshold", type=_threshold, default=0.0, help="0 = the server's default"
     )
@@ -205,10 +265,51 @@ def _build_parser(defaults: dict[str, Any]) -> argparse.ArgumentParser:
     _add_global_flags(stats, None)
     stats.set_defaults(handler=_cmd_stats)
 
-    groups = sub.add_parser("groups", help="every group of duplicates already in the collection")
+    groups = sub.add_parser("groups", help="every group of duplicates already in the collection, with its keeper")
     _add_global_flags(groups, None)
     groups.add_argument("--threshold", type=_threshold, default=0.0, help="0 = the server's default")
+    _add_keep_flag(groups)
+    groups.add_argument(
+        "--flip-policy",
+        choices=[p.name.lower() for p in FlipPolicy],
+        default=FlipPolicy.DEFAULT.name.lower(),
+        help="does a mirrored copy count as a duplicate? default: yes (mirror_is_distinct: no)",
+    )
+    groups.add_argument("--min-size", type=_non_negative_int, default=0, metavar="N",
+                        help="only groups of at least N images")
+    groups.add_argument("--limit", type=_non_negative_int, default=0, metavar="N",
+                        help="only the N largest groups (0: all)")
+    groups.add_argument("--csv", action="store_true", help="one CSV row per member")
+    groups.add_argument("--html", type=Path, metavar="FILE",
+                        help="also write a self-contained HTML gallery of the groups (thumbnails inline)")
+    groups.add_argument("--root", type=Path, metavar="DIR",
+                        help="the indexed folder, for thumbnails, when it moved since `dedup index`")
+    groups.add_argument("--thumbnails", action=argparse.BooleanOptionalAction, default=True,
+                        help="thumbnails in the gallery from the local files (default: yes)")
     groups.set_defaults(handler=_cmd_groups)
+
+    dedupe = sub.add_parser(
+        "dedupe", help="clean a folder up: index it, find its groups, and move every copy but the keeper aside"
+    )
+    _add_global_flags(dedupe, None)
+    dedupe.add_argument("dir", type=Path, metavar="DIR")
+    dedupe.add_argument("--move-to", type=Path, metavar="QUARANTINE",
+                        help="move the copies there, keeping their relative paths (default: only print the plan)")
+    dedupe.add_argument("--manifest", type=Path, metavar="FILE",
+                        help="where to write the manifest `dedup undo` reads (default: in the quarantine)")
+    _add_keep_flag(dedupe)
+    dedupe.add_argument("--threshold", type=_threshold, default=0.0, help="0 = the server's default")
+    dedupe.add_argument("--reindex", action="store_true",
+                        help="index the folder again even when its collection exists")
+    dedupe.add_argument("--extensions", nargs="+", action="extend", default=[], metavar="EXT",
+                        help="more file extensions to include")
+    dedupe.add_argument("--html", type=Path, metavar="FILE", help="also write the gallery of the groups")
+    dedupe.set_defaults(handler=_cmd_dedupe)
+
+    undo = sub.add_parser("undo", help="move the files a `dedup dedupe --move-to` moved back to their places")
+    _add_global_flags(undo, None)
+    undo.add_argument("manifest", type=Path, metavar="MANIFEST")
+    undo.set_defaults(handler=_cmd_undo)
 
     delete = sub.add_parser("delete", help="remove images by id")
     _add_global_flags(delete, None)
@@ -233,6 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check" and args.insert and not args.id:
         parser.error("check --insert needs --id")
+    if args.command == "check" and args.insert and (len(args.files) > 1 or args.files[0].is_dir()):
+        parser.error("check --insert takes one file")
+    if args.command == "groups" and args.csv and args.json:
+        parser.error("groups: --csv or --json, not both")
     if (args.client_cert is None) != (args.client_key is None):
         parser.error("--client-cert and --client-key go together")
 

@@ -22,6 +22,7 @@ from .results import (
     FlipPolicy,
     IndexItem,
     IndexResult,
+    KeepPolicy,
     ScanProgress,
     StatsResult,
     check_from_proto,
@@ -233,10 +234,21 @@ class DedupClient:
         collection: str = "",
         threshold: float = 0.0,
         top_k: int = 0,
+        keep: KeepPolicy = KeepPolicy.DEFAULT,
+        flip_policy: FlipPolicy = FlipPolicy.DEFAULT,
+        min_group_size: int = 0,
+        limit: int = 0,
+        cosine_only: bool = False,
         timeout: float | None = None,
     ) -> Iterator[ScanProgress | DuplicateGroup]:
-        """Every duplicate group of a collection: progress while the server scans, then the groups."""
-        request = dedup_pb2.FindDuplicateGroupsRequest(collection=collection, threshold=threshold, top_k=top_k)
+        """Every duplicate group of a collection: progress while the server scans, then the groups, largest first,
+        each with its members and the keeper ``keep`` picks. ``min_group_size``: leave out smaller groups (0: none);
+        ``limit``: at most this many groups (0: all); ``cosine_only``: pairs on cosine alone, without the
+        geometric verification CheckDuplicate applies near the threshold."""
+        request = dedup_pb2.FindDuplicateGroupsRequest(
+            collection=collection, threshold=threshold, top_k=top_k, keep=keep.value, flip_policy=flip_policy.value,
+            min_group_size=min_group_size, limit=limit, cosine_only=cosine_only,
+        )
         responses = self._stub.FindDuplicateGroups(request, timeout=timeout, metadata=self._metadata)
         try:
             for response in responses:

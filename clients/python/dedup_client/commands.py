@@ -5,19 +5,26 @@ Nothing here parses arguments (cli.py does) or maps gRPC errors (client.py does)
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from . import cleanup, gallery, group_report
 from .client import DedupClient
-from .errors import DedupError
+from .errors import DedupConnectionError, DedupError
 from .files import (
+    DEFAULT_EXTENSIONS,
+    FILE_KEY,
+    PATH_KEY,
     IdMode,
     ImageFile,
     colliding_ids,
@@ -25,7 +32,18 @@ from .files import (
     image_id,
     iter_index_items,
 )
-from .results import DuplicateGroup, FlipPolicy, IndexInfo, IndexResult, IndexStatus, ScanProgress, StatsResult
+from .results import (
+    CheckResult,
+    DuplicateGroup,
+    FlipPolicy,
+    GroupMember,
+    IndexInfo,
+    IndexResult,
+    IndexStatus,
+    KeepPolicy,
+    ScanProgress,
+    StatsResult,
+)
 from .summary import IndexSummary
 
 EXIT_OK = 0
@@ -57,6 +75,36 @@ class CheckOptions:
     id: str
     collection: str
     flip_policy: FlipPolicy = FlipPolicy.DEFAULT
+    # Several files, or folders: one line per file. Empty: ``file`` alone, answered in detail.
+    files: tuple[Path, ...] = ()
+    recursive: bool = True
+
+
+@dataclass(frozen=True)
+class GroupsOptions:
+    collection: str
+    threshold: float = 0.0
+    keep: KeepPolicy = KeepPolicy.DEFAULT
+    flip_policy: FlipPolicy = FlipPolicy.DEFAULT
+    min_size: int = 0
+    limit: int = 0
+    csv: bool = False
+    html: Path | None = None  # also write the gallery there
+    root: Path | None = None  # where the indexed folder is now (thumbnails); else the paths recorded at index time
+    thumbnails: bool = True
+
+
+@dataclass(frozen=True)
+class DedupeOptions:
+    root: Path
+    collection: str = ""  # "" = a collection of the folder's own (cleanup.folder_collection)
+    threshold: float = 0.0
+    keep: KeepPolicy = KeepPolicy.DEFAULT
+    move_to: Path | None = None  # None: only print the plan
+    manifest: Path | None = None
+    reindex: bool = False  # index the folder again even when its collection exists
+    extensions: frozenset[str] = DEFAULT_EXTENSIONS
+    html: Path | None = None
 
 
 def _print_json(value: Any) -> None:
@@ -73,6 +121,16 @@ def _json_default(value: Any) -> Any:
 
 
 def run_index(client: DedupClient, opts: IndexOptions, *, as_json: bool) -> int:
+    summary = index_folder(client, opts, show_bar=not as_json and sys.stderr.isatty())
+    if as_json:
+        _print_json(summary.to_json())
+    else:
+        print(summary.to_text())
+    return EXIT_OK if summary.ok else EXIT_ITEMS_FAILED
+
+
+def index_folder(client: DedupClient, opts: IndexOptions, *, show_bar: bool) -> IndexSummary:
+    """Stream every image of the folder to IndexStream (a progress bar on stderr); the tally of what happened."""
     if not opts.root.is_dir():
         raise UsageError(f"{opts.root} is not a folder")
     listing = find_images(opts.root, recursive=opts.recursive, extensions=opts.extensions)
@@ -107,7 +165,6 @@ def run_index(client: DedupClient, opts: IndexOptions, *, as_json: bool) -> int:
         skip_duplicates=opts.skip_duplicates,
         threshold=opts.threshold,
     )
-    show_bar = not as_json and sys.stderr.isatty()
     started = time.monotonic()
     with tqdm(total=len(listing.files), unit="img", disable=not show_bar, file=sys.stderr) as bar:
 
@@ -131,18 +188,15 @@ def run_index(client: DedupClient, opts: IndexOptions, *, as_json: bool) -> int:
         drain_local()
     summary.add_unanswered()
     summary.elapsed_s = time.monotonic() - started
-
-    if as_json:
-        _print_json(summary.to_json())
-    else:
-        print(summary.to_text())
-    return EXIT_OK if summary.ok else EXIT_ITEMS_FAILED
+    return summary
 
 
 # -- check -----------------------------------------------------------------------------------
 
 
 def run_check(client: DedupClient, opts: CheckOptions, *, as_json: bool) -> int:
+    if opts.files:
+        return run_check_many(client, opts, as_json=as_json)
     try:
         image = opts.file.read_bytes()
     except OSError as exc:
@@ -262,25 +316,258 @@ def run_delete(client: DedupClient, ids: list[str], collection: str, *, as_json:
 # -- groups ----------------------------------------------------------------------------------
 
 
-def run_groups(client: DedupClient, collection: str, threshold: float, *, as_json: bool) -> int:
+def collect_groups(client: DedupClient, opts: GroupsOptions, *, show_bar: bool) -> list[DuplicateGroup]:
     """Every duplicate group of a collection, largest first, with a progress bar while the server scans."""
     groups: list[DuplicateGroup] = []
-    with tqdm(desc="scanning", unit="img", disable=as_json, file=sys.stderr) as bar:
-        for item in client.groups(collection=collection, threshold=threshold):
+    with tqdm(desc="scanning", unit="img", disable=not show_bar, file=sys.stderr) as bar:
+        for item in client.groups(collection=opts.collection, threshold=opts.threshold, keep=opts.keep,
+                                  flip_policy=opts.flip_policy, min_group_size=opts.min_size, limit=opts.limit):
             if isinstance(item, ScanProgress):
                 bar.total = item.total
                 bar.update(item.scanned - bar.n)
             else:
                 groups.append(item)
+    return groups
+
+
+def _keep_name(keep: KeepPolicy) -> str:
+    return (KeepPolicy.LARGEST if keep is KeepPolicy.DEFAULT else keep).flag
+
+
+def run_groups(client: DedupClient, opts: GroupsOptions, *, as_json: bool) -> int:
+    """Each group once (members, the similarity joining each, the keeper) as text, JSON or CSV; and a gallery."""
+    machine = as_json or opts.csv
+    groups = collect_groups(client, opts, show_bar=not machine and sys.stderr.isatty())
+    if opts.html is not None:
+        written = write_group_gallery(opts.html, groups, opts, progress=not machine and sys.stderr.isatty(),
+                                      default_threshold=client.stats().default_threshold)
+        print(f"gallery: {written.path} ({written.groups} groups, {written.images} images, "
+              f"{written.thumbnails} thumbnails)", file=sys.stderr if machine else sys.stdout)
     if as_json:
-        _print_json([asdict(g) for g in groups])
-        return EXIT_OK
-    if not groups:
-        print("no duplicates")
-    for number, group in enumerate(groups, 1):
-        print(f"group {number}: {len(group.ids)} images")
-        for pair in group.pairs:
-            print(f"  {pair.id_a}  ~  {pair.id_b}  {pair.similarity:.4f}")
-    duplicates = sum(len(g.ids) - 1 for g in groups)
-    print(f"{len(groups)} groups; {duplicates} images could go (keeping one per group)")
+        _print_json(group_report.to_json(groups))
+    elif opts.csv:
+        sys.stdout.write(group_report.to_csv(groups))
+    elif opts.html is None:
+        print(group_report.to_text(groups, _keep_name(opts.keep)))
+    else:
+        print(group_report.to_text(groups, _keep_name(opts.keep)).splitlines()[-1])
     return EXIT_OK
+
+
+def write_group_gallery(
+    path: Path, groups: Sequence[DuplicateGroup], opts: GroupsOptions, *, progress: bool, default_threshold: float
+) -> gallery.GalleryResult:
+    root = opts.root
+
+    def locate(member: GroupMember) -> Path | None:
+        if not opts.thumbnails:
+            return None
+        if root is not None:
+            return root / (member.metadata.get(PATH_KEY) or member.id)
+        recorded = member.metadata.get(FILE_KEY)
+        return Path(recorded) if recorded else None
+
+    info = gallery.GalleryInfo(collection=opts.collection or "default", keep=_keep_name(opts.keep),
+                               threshold=opts.threshold or default_threshold)
+    return gallery.write_gallery(path, groups, info, locate=locate, progress=progress)
+
+
+# -- check, several files --------------------------------------------------------------------
+
+
+def _check_targets(opts: CheckOptions) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(label, path) of every file to check, in order: files as given, each folder's images sorted."""
+    targets: list[tuple[str, Path]] = []
+    problems: list[str] = []
+    for given in opts.files:
+        if given.is_dir():
+            listing = find_images(given, recursive=opts.recursive)
+            problems += listing.errors
+            targets += [((given / f.relative).as_posix(), f.path) for f in listing.files]
+        else:
+            targets.append((given.as_posix(), given))
+    return targets, problems
+
+
+def _check_one(client: DedupClient, opts: CheckOptions, path: Path) -> CheckResult | DedupError | OSError:
+    try:
+        image = path.read_bytes()
+    except OSError as exc:
+        return exc
+    try:
+        return client.check(image, collection=opts.collection, threshold=opts.threshold, top_k=opts.top_k,
+                            flip_policy=opts.flip_policy)
+    except DedupConnectionError:
+        raise
+    except DedupError as exc:
+        if exc.code in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"):
+            return exc  # this file's problem: the others go on
+        raise  # the collection or the server: every file would fail alike
+
+
+CHECKS_IN_FLIGHT = 4
+
+
+def _checked(client: DedupClient, opts: CheckOptions, paths: Sequence[Path]
+             ) -> Iterator[CheckResult | DedupError | OSError]:
+    """Answers in the order of ``paths``, a few checks in flight at once (each file read only when its check
+    starts); an error that is not one file's stops the rest at once."""
+    pool = ThreadPoolExecutor(max_workers=CHECKS_IN_FLIGHT, thread_name_prefix="check")
+    pending: deque[Future[CheckResult | DedupError | OSError]] = deque()
+    remaining = iter(paths)
+    try:
+        for path in itertools.islice(remaining, 2 * CHECKS_IN_FLIGHT):
+            pending.append(pool.submit(_check_one, client, opts, path))
+        while pending:
+            answer = pending.popleft().result()
+            for path in itertools.islice(remaining, 1):
+                pending.append(pool.submit(_check_one, client, opts, path))
+            yield answer
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_check_many(client: DedupClient, opts: CheckOptions, *, as_json: bool) -> int:
+    """One line per file (a JSON object per line with --json); exit 1 when some file could not be checked."""
+    targets, problems = _check_targets(opts)
+    for problem in problems:
+        print(f"warning: cannot list {problem}", file=sys.stderr)
+    failed = 0
+    show_bar = not as_json and sys.stderr.isatty() and len(targets) > 1
+    with tqdm(total=len(targets), unit="img", disable=not show_bar, file=sys.stderr) as bar:
+        for (label, _), answer in zip(targets, _checked(client, opts, [p for _, p in targets]), strict=True):
+            bar.update(1)
+            if isinstance(answer, CheckResult):
+                line = json.dumps({"file": label, **asdict(answer)}, sort_keys=True) if as_json else _check_line(
+                    label, answer)
+            else:
+                failed += 1
+                message = (f"cannot read file: {answer.strerror or answer}" if isinstance(answer, OSError)
+                           else str(answer))
+                line = json.dumps({"file": label, "error": message}, sort_keys=True) if as_json else (
+                    f"{label}: error: {message}")
+            if show_bar:
+                tqdm.write(line, file=sys.stdout)  # above the bar
+            else:
+                print(line)
+    return EXIT_ITEMS_FAILED if failed or problems else EXIT_OK
+
+
+def _check_line(label: str, result: CheckResult) -> str:
+    if not result.matches:
+        return f"{label}: unique"
+    best = result.matches[0]
+    flags = (", mirrored" if best.mirrored else "") + (", verified" if best.verified else "")
+    more = f" (+{len(result.matches) - 1} more)" if len(result.matches) > 1 else ""
+    return f"{label}: duplicate of {best.id} ({best.similarity:.4f}{flags}){more}"
+
+
+# -- dedupe / undo ---------------------------------------------------------------------------
+
+
+def run_dedupe(client: DedupClient, opts: DedupeOptions, *, as_json: bool) -> int:
+    """Index (or reuse) the folder's collection, find its groups, print the plan; with --move-to, carry it out."""
+    if not opts.root.is_dir():
+        raise UsageError(f"{opts.root} is not a folder")
+    if opts.move_to is not None:
+        try:
+            cleanup.check_quarantine(opts.root, opts.move_to)  # refuse before minutes of indexing, not after
+        except cleanup.CleanupError as exc:
+            raise UsageError(str(exc)) from exc
+    collection = opts.collection or cleanup.folder_collection(opts.root)
+    interactive = not as_json and sys.stderr.isatty()
+    log = sys.stderr if as_json else sys.stdout
+    if opts.reindex or not _collection_exists(client, collection):
+        summary = index_folder(
+            client,
+            IndexOptions(root=opts.root, recursive=True, skip_duplicates=False, threshold=0.0, id_mode=IdMode.RELATIVE,
+                         extensions=opts.extensions, collection=collection),
+            show_bar=interactive,
+        )
+        print(f"indexed {opts.root} into collection {collection!r}:", file=log)
+        print(summary.to_text(), file=log)
+    else:
+        print(f"reusing collection {collection!r} (--reindex to index {opts.root} again)", file=log)
+    groups_opts = GroupsOptions(collection=collection, threshold=opts.threshold, keep=opts.keep)
+    groups = collect_groups(client, groups_opts, show_bar=interactive)
+    plan = cleanup.plan_moves(opts.root, groups)
+    if opts.html is not None:
+        written = write_group_gallery(opts.html, groups, groups_opts, progress=interactive,
+                                      default_threshold=client.stats().default_threshold)
+        print(f"gallery: {written.path}", file=log)
+    moved: cleanup.MoveResult | None = None
+    if opts.move_to is not None:
+        try:
+            moved = cleanup.apply_plan(plan, opts.move_to, manifest=opts.manifest, collection=collection,
+                                       keep=_keep_name(opts.keep), progress=interactive)
+        except cleanup.CleanupError as exc:
+            raise UsageError(str(exc)) from exc
+    if as_json:
+        _print_json(_plan_json(plan, collection, opts, moved))
+    else:
+        print(_plan_text(plan, opts, moved))
+    return EXIT_OK
+
+
+def _collection_exists(client: DedupClient, collection: str) -> bool:
+    try:
+        client.stats(collection=collection)
+    except DedupError as exc:
+        if exc.code == "NOT_FOUND":
+            return False
+        raise
+    return True
+
+
+def _plan_text(plan: cleanup.Plan, opts: DedupeOptions, moved: cleanup.MoveResult | None) -> str:
+    verb = "moved" if moved is not None else "would move"
+    lines: list[str] = []
+    group = 0
+    for move in plan.moves:
+        if move.group != group:
+            group = move.group
+            lines.append(f"group {group}: keep {move.keeper}")
+        flags = "  mirrored" if move.mirrored else ""
+        lines.append(f"  {verb} {move.relative}  {move.similarity:.4f}{flags}")
+    skipped = list(plan.skipped) + list(moved.skipped if moved else ())
+    if skipped:
+        lines.append("left in place:")
+        lines += [f"  {s.relative}: {s.reason}" for s in skipped]
+    count = len(moved.moved) if moved is not None else len(plan.moves)
+    size = sum(m.bytes for m in moved.moved) if moved is not None else plan.bytes
+    lines.append(f"{count} files {verb} ({group_report.human_bytes(size)}) from {plan.groups} groups, keeping one "
+                 f"per group ({_keep_name(opts.keep)})")
+    if moved is None:
+        lines.append("nothing was moved: add --move-to QUARANTINE to move them (never deleted; `dedup undo` "
+                     "puts them back)")
+    else:
+        lines.append(f"quarantine: {moved.quarantine}")
+        lines.append(f"manifest: {moved.manifest}  (undo: dedup undo {moved.manifest})")
+    return "\n".join(lines)
+
+
+def _plan_json(plan: cleanup.Plan, collection: str, opts: DedupeOptions,
+               moved: cleanup.MoveResult | None) -> dict[str, Any]:
+    return {
+        "root": str(plan.root), "collection": collection, "keep": _keep_name(opts.keep),
+        "moves": [asdict(m) for m in (moved.moved if moved is not None else plan.moves)],
+        "skipped": [asdict(s) for s in list(plan.skipped) + list(moved.skipped if moved else ())],
+        "moved": moved is not None,
+        "quarantine": str(moved.quarantine) if moved else None,
+        "manifest": str(moved.manifest) if moved else None,
+    }
+
+
+def run_undo(manifest: Path, *, as_json: bool) -> int:
+    """Move every file a `dedup dedupe --move-to` listed back to its place; exit 1 when some could not be."""
+    try:
+        result = cleanup.undo(manifest, progress=not as_json and sys.stderr.isatty())
+    except cleanup.CleanupError as exc:
+        raise UsageError(str(exc)) from exc
+    if as_json:
+        _print_json(asdict(result))
+    else:
+        print(f"restored {result.restored} files; {result.already_in_place} were in place already")
+        for problem in result.problems:
+            print(f"  {problem.relative}: {problem.reason}")
+    return EXIT_ITEMS_FAILED if result.problems else EXIT_OK

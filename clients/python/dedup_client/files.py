@@ -18,6 +18,8 @@ from .results import IndexItem
 DEFAULT_EXTENSIONS: frozenset[str] = frozenset(
     {"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "ppm", "pgm", "pbm"}
 )
+# Metadata keys `dedup index` stores with each image: the path relative to the indexed folder, and the absolute one.
+PATH_KEY, FILE_KEY = "path", "file"
 
 
 class IdMode(enum.Enum):
@@ -107,8 +109,10 @@ def iter_index_items(
 ) -> Iterator[IndexItem]:
     """One IndexItem per readable file, each read only when pulled.
 
-    An unreadable file is handed to ``on_read_error`` (which runs on whatever thread pulls
-    the items, gRPC's own for a stream) and skipped, so one bad file never stops the run.
+    Its metadata names the file: ``path`` relative to the listed folder, ``file`` absolute (what the
+    gallery makes thumbnails from, and ``dedup dedupe`` moves). An unreadable file is handed to
+    ``on_read_error`` (which runs on whatever thread pulls the items, gRPC's own for a stream) and
+    skipped, so one bad file never stops the run.
     """
     for image in files:
         try:
@@ -119,7 +123,7 @@ def iter_index_items(
         yield IndexItem(
             id=image_id(image, id_mode),
             image=data,
-            metadata={"path": image.relative},
+            metadata={PATH_KEY: image.relative, FILE_KEY: str(image.path.absolute())},
             collection=collection,
             skip_duplicates=skip_duplicates,
             threshold=threshold,

@@ -55,17 +55,62 @@ class MatchResult:
     inliers: int = 0  # local-feature matches that agreed, when it ran
 
 
+class KeepPolicy(enum.Enum):
+    """Which image of a duplicate group to keep (mirrors dedup.v1.KeepPolicy)."""
+
+    DEFAULT = dedup_pb2.KEEP_POLICY_UNSPECIFIED  # the server's default: LARGEST
+    LARGEST = dedup_pb2.KEEP_POLICY_LARGEST  # most pixels, then most bytes
+    ORIGINAL_FORMAT = dedup_pb2.KEEP_POLICY_ORIGINAL_FORMAT  # lossless (PNG, TIFF, BMP, PPM) first, then pixels
+    OLDEST = dedup_pb2.KEEP_POLICY_OLDEST  # indexed first
+    NEWEST = dedup_pb2.KEEP_POLICY_NEWEST  # indexed last
+
+    @property
+    def flag(self) -> str:
+        """The CLI's spelling: largest, original-format, oldest, newest."""
+        return self.name.lower().replace("_", "-")
+
+
 @dataclass(frozen=True)
 class DuplicatePair:
     id_a: str
     id_b: str
     similarity: float
+    mirrored: bool = False
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One image of a duplicate group. Facts are 0 / "" for images indexed before the server kept them."""
+
+    id: str
+    similarity: float  # the best similarity joining it to another member
+    closest: str  # that member
+    keeper: bool
+    mirrored: bool  # it is the keeper mirrored left-right
+    metadata: dict[str, str] = field(default_factory=dict)
+    width: int = 0
+    height: int = 0
+    bytes: int = 0
+    format: str = ""
+    indexed_at_ms: int = 0
+
+    @property
+    def path(self) -> str:
+        """The file it was indexed from, as the CLI recorded it (else its id)."""
+        return self.metadata.get("path") or self.id
 
 
 @dataclass(frozen=True)
 class DuplicateGroup:
     ids: tuple[str, ...]
     pairs: tuple[DuplicatePair, ...]
+    members: tuple[GroupMember, ...] = ()  # each image once: the keeper first, then best similarity first
+    keeper: str = ""
+
+    @property
+    def removable(self) -> tuple[GroupMember, ...]:
+        """Every member but the keeper: the copies that could go."""
+        return tuple(m for m in self.members if not m.keeper)
 
 
 @dataclass(frozen=True)
@@ -276,5 +321,15 @@ def groups_item_from_proto(msg: dedup_pb2.FindDuplicateGroupsResponse) -> ScanPr
         return ScanProgress(scanned=msg.progress.scanned, total=msg.progress.total)
     return DuplicateGroup(
         ids=tuple(msg.group.ids),
-        pairs=tuple(DuplicatePair(p.id_a, p.id_b, _f32(p.similarity)) for p in msg.group.pairs),
+        pairs=tuple(DuplicatePair(p.id_a, p.id_b, _f32(p.similarity), p.mirrored) for p in msg.group.pairs),
+        members=tuple(_member_from_proto(m) for m in msg.group.members),
+        keeper=msg.group.keeper,
+    )
+
+
+def _member_from_proto(msg: dedup_pb2.GroupMember) -> GroupMember:
+    return GroupMember(
+        id=msg.id, similarity=_f32(msg.similarity), closest=msg.closest, keeper=msg.keeper, mirrored=msg.mirrored,
+        metadata=dict(msg.metadata), width=msg.width, height=msg.height, bytes=msg.bytes, format=msg.format,
+        indexed_at_ms=msg.indexed_at_ms,
     )

@@ -12,9 +12,22 @@ class FlipPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FLIP_POLICY_UNSPECIFIED: _ClassVar[FlipPolicy]
     FLIP_POLICY_MIRROR_IS_DUPLICATE: _ClassVar[FlipPolicy]
     FLIP_POLICY_MIRROR_IS_DISTINCT: _ClassVar[FlipPolicy]
+
+class KeepPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KEEP_POLICY_UNSPECIFIED: _ClassVar[KeepPolicy]
+    KEEP_POLICY_LARGEST: _ClassVar[KeepPolicy]
+    KEEP_POLICY_ORIGINAL_FORMAT: _ClassVar[KeepPolicy]
+    KEEP_POLICY_OLDEST: _ClassVar[KeepPolicy]
+    KEEP_POLICY_NEWEST: _ClassVar[KeepPolicy]
 FLIP_POLICY_UNSPECIFIED: FlipPolicy
 FLIP_POLICY_MIRROR_IS_DUPLICATE: FlipPolicy
 FLIP_POLICY_MIRROR_IS_DISTINCT: FlipPolicy
+KEEP_POLICY_UNSPECIFIED: KeepPolicy
+KEEP_POLICY_LARGEST: KeepPolicy
+KEEP_POLICY_ORIGINAL_FORMAT: KeepPolicy
+KEEP_POLICY_OLDEST: KeepPolicy
+KEEP_POLICY_NEWEST: KeepPolicy
 
 class CheckDuplicateRequest(_message.Message):
     __slots__ = ("image", "collection", "threshold", "top_k", "insert_if_unique", "id", "metadata", "flip_policy", "cosine_only")
@@ -272,34 +285,81 @@ class ThresholdCalibration(_message.Message):
     def __init__(self, model: _Optional[str] = ..., threshold: _Optional[float] = ..., dataset: _Optional[str] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ..., queries: _Optional[int] = ..., distractor_queries: _Optional[int] = ..., false_alarms: _Optional[int] = ..., measured_at: _Optional[str] = ..., match_precision: _Optional[float] = ..., verify_below: _Optional[float] = ..., verify_above: _Optional[float] = ..., verify_min_inliers: _Optional[int] = ..., verify_min_coverage: _Optional[float] = ..., false_alarm_rate_1m: _Optional[float] = ..., false_alarm_rate_1m_low: _Optional[float] = ..., false_alarm_rate_1m_high: _Optional[float] = ..., micro_ap: _Optional[float] = ..., recall_at_precision_99: _Optional[float] = ..., recall_at_precision_999: _Optional[float] = ..., bytes_per_image: _Optional[int] = ...) -> None: ...
 
 class FindDuplicateGroupsRequest(_message.Message):
-    __slots__ = ("collection", "threshold", "flip_policy", "top_k")
+    __slots__ = ("collection", "threshold", "flip_policy", "top_k", "keep", "min_group_size", "limit", "cosine_only")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     FLIP_POLICY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    MIN_GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    COSINE_ONLY_FIELD_NUMBER: _ClassVar[int]
     collection: str
     threshold: float
     flip_policy: FlipPolicy
     top_k: int
-    def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., flip_policy: _Optional[_Union[FlipPolicy, str]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    keep: KeepPolicy
+    min_group_size: int
+    limit: int
+    cosine_only: bool
+    def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., flip_policy: _Optional[_Union[FlipPolicy, str]] = ..., top_k: _Optional[int] = ..., keep: _Optional[_Union[KeepPolicy, str]] = ..., min_group_size: _Optional[int] = ..., limit: _Optional[int] = ..., cosine_only: _Optional[bool] = ...) -> None: ...
 
 class DuplicatePair(_message.Message):
-    __slots__ = ("id_a", "id_b", "similarity")
+    __slots__ = ("id_a", "id_b", "similarity", "mirrored")
     ID_A_FIELD_NUMBER: _ClassVar[int]
     ID_B_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    MIRRORED_FIELD_NUMBER: _ClassVar[int]
     id_a: str
     id_b: str
     similarity: float
-    def __init__(self, id_a: _Optional[str] = ..., id_b: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
+    mirrored: bool
+    def __init__(self, id_a: _Optional[str] = ..., id_b: _Optional[str] = ..., similarity: _Optional[float] = ..., mirrored: _Optional[bool] = ...) -> None: ...
+
+class GroupMember(_message.Message):
+    __slots__ = ("id", "similarity", "closest", "keeper", "mirrored", "metadata", "width", "height", "bytes", "format", "indexed_at_ms")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    CLOSEST_FIELD_NUMBER: _ClassVar[int]
+    KEEPER_FIELD_NUMBER: _ClassVar[int]
+    MIRRORED_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    similarity: float
+    closest: str
+    keeper: bool
+    mirrored: bool
+    metadata: _containers.ScalarMap[str, str]
+    width: int
+    height: int
+    bytes: int
+    format: str
+    indexed_at_ms: int
+    def __init__(self, id: _Optional[str] = ..., similarity: _Optional[float] = ..., closest: _Optional[str] = ..., keeper: _Optional[bool] = ..., mirrored: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., bytes: _Optional[int] = ..., format: _Optional[str] = ..., indexed_at_ms: _Optional[int] = ...) -> None: ...
 
 class DuplicateGroup(_message.Message):
-    __slots__ = ("ids", "pairs")
+    __slots__ = ("ids", "pairs", "members", "keeper")
     IDS_FIELD_NUMBER: _ClassVar[int]
     PAIRS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    KEEPER_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[str]
     pairs: _containers.RepeatedCompositeFieldContainer[DuplicatePair]
-    def __init__(self, ids: _Optional[_Iterable[str]] = ..., pairs: _Optional[_Iterable[_Union[DuplicatePair, _Mapping]]] = ...) -> None: ...
+    members: _containers.RepeatedCompositeFieldContainer[GroupMember]
+    keeper: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., pairs: _Optional[_Iterable[_Union[DuplicatePair, _Mapping]]] = ..., members: _Optional[_Iterable[_Union[GroupMember, _Mapping]]] = ..., keeper: _Optional[str] = ...) -> None: ...
 
 class ScanProgress(_message.Message):
     __slots__ = ("scanned", "total")

@@ -77,12 +77,75 @@ export function flipPolicyToJSON(object: FlipPolicy): string {
   }
 }
 
+/**
+ * Which image of a duplicate group to keep (FindDuplicateGroups); the other members are the copies that could go.
+ * Ties fall to the next rule, then to the smallest id.
+ */
+export enum KeepPolicy {
+  /** KEEP_POLICY_UNSPECIFIED - the server default: KEEP_POLICY_LARGEST */
+  KEEP_POLICY_UNSPECIFIED = 0,
+  /** KEEP_POLICY_LARGEST - most pixels (width x height of the original), then most bytes */
+  KEEP_POLICY_LARGEST = 1,
+  /** KEEP_POLICY_ORIGINAL_FORMAT - a lossless file (PNG, TIFF, BMP, PPM) over a lossy one (JPEG, WebP, GIF), then most pixels, then most bytes */
+  KEEP_POLICY_ORIGINAL_FORMAT = 2,
+  /** KEEP_POLICY_OLDEST - indexed first */
+  KEEP_POLICY_OLDEST = 3,
+  /** KEEP_POLICY_NEWEST - indexed last */
+  KEEP_POLICY_NEWEST = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function keepPolicyFromJSON(object: any): KeepPolicy {
+  switch (object) {
+    case 0:
+    case "KEEP_POLICY_UNSPECIFIED":
+      return KeepPolicy.KEEP_POLICY_UNSPECIFIED;
+    case 1:
+    case "KEEP_POLICY_LARGEST":
+      return KeepPolicy.KEEP_POLICY_LARGEST;
+    case 2:
+    case "KEEP_POLICY_ORIGINAL_FORMAT":
+      return KeepPolicy.KEEP_POLICY_ORIGINAL_FORMAT;
+    case 3:
+    case "KEEP_POLICY_OLDEST":
+      return KeepPolicy.KEEP_POLICY_OLDEST;
+    case 4:
+    case "KEEP_POLICY_NEWEST":
+      return KeepPolicy.KEEP_POLICY_NEWEST;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return KeepPolicy.UNRECOGNIZED;
+  }
+}
+
+export function keepPolicyToJSON(object: KeepPolicy): string {
+  switch (object) {
+    case KeepPolicy.KEEP_POLICY_UNSPECIFIED:
+      return "KEEP_POLICY_UNSPECIFIED";
+    case KeepPolicy.KEEP_POLICY_LARGEST:
+      return "KEEP_POLICY_LARGEST";
+    case KeepPolicy.KEEP_POLICY_ORIGINAL_FORMAT:
+      return "KEEP_POLICY_ORIGINAL_FORMAT";
+    case KeepPolicy.KEEP_POLICY_OLDEST:
+      return "KEEP_POLICY_OLDEST";
+    case KeepPolicy.KEEP_POLICY_NEWEST:
+      return "KEEP_POLICY_NEWEST";
+    case KeepPolicy.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export interface CheckDuplicateRequest {
   /** encoded image: JPEG, PNG, WebP, GIF, BMP, TIFF */
   image: Buffer;
   /** "" = "default" */
   collection: string;
-  /** cosine similarity; 0 = the server's calibrated default */
+  /**
+   * 0 = the server's calibrated decision (cosine, and geometric verification in the band around its threshold);
+   * a value = cosine alone: a duplicate at or above it
+   */
   threshold: number;
   /** 0 = server default */
   topK: number;
@@ -147,7 +210,7 @@ export interface IndexRequest {
   collection: string;
   /** do not index an image that duplicates an indexed one or an earlier one in the stream */
   skipDuplicates: boolean;
-  /** 0 = the server's calibrated default */
+  /** as CheckDuplicateRequest.threshold; verified only with skip_duplicates */
   threshold: number;
   /** for skip_duplicates and the matches reported */
   flipPolicy: FlipPolicy;
@@ -339,17 +402,62 @@ export interface ThresholdCalibration {
 export interface FindDuplicateGroupsRequest {
   /** "" = "default" */
   collection: string;
-  /** 0 = the server's calibrated default */
+  /** as CheckDuplicateRequest.threshold */
   threshold: number;
   flipPolicy: FlipPolicy;
   /** neighbours looked at per image; 0 = server default */
   topK: number;
+  /** which member of each group is the keeper */
+  keep: KeepPolicy;
+  /** groups of fewer images are not answered; 0 = 2 (every group) */
+  minGroupSize: number;
+  /** answer at most this many groups (the largest); 0 = all */
+  limit: number;
+  /**
+   * Pairs decided on cosine alone (no geometric verification of candidates near the threshold), as
+   * CheckDuplicateRequest.cosine_only. Default false: the pairs CheckDuplicate would call duplicates.
+   */
+  cosineOnly: boolean;
 }
 
 export interface DuplicatePair {
   idA: string;
   idB: string;
   similarity: number;
+  /** one is the other mirrored left-right */
+  mirrored: boolean;
+}
+
+/**
+ * One image of a duplicate group, with the facts the keep policy decides on. The facts are read from the image's
+ * header when it is indexed; 0 / "" for images indexed before they were kept.
+ */
+export interface GroupMember {
+  id: string;
+  /** the best similarity that joins it to another member */
+  similarity: number;
+  /** that other member */
+  closest: string;
+  /** the member to keep, by the request's keep policy */
+  keeper: boolean;
+  /** it is the keeper mirrored left-right (along the strongest pairs joining them) */
+  mirrored: boolean;
+  /** as indexed (the CLI stores the file's path) */
+  metadata: { [key: string]: string };
+  /** of the original image, in pixels */
+  width: number;
+  height: number;
+  /** size of the encoded image as it was sent */
+  bytes: number;
+  /** JPEG, PNG, WEBP, GIF, BMP, TIFF, PPM, MPO */
+  format: string;
+  /** when it was (last) indexed, Unix milliseconds */
+  indexedAtMs: number;
+}
+
+export interface GroupMember_MetadataEntry {
+  key: string;
+  value: string;
 }
 
 export interface DuplicateGroup {
@@ -357,6 +465,10 @@ export interface DuplicateGroup {
   ids: string[];
   /** the duplicate pairs that join them */
   pairs: DuplicatePair[];
+  /** every image of the group once: the keeper first, then best similarity first */
+  members: GroupMember[];
+  /** id of the member to keep */
+  keeper: string;
 }
 
 export interface ScanProgress {
@@ -3089,7 +3201,16 @@ export const ThresholdCalibration: MessageFns<ThresholdCalibration> = {
 };
 
 function createBaseFindDuplicateGroupsRequest(): FindDuplicateGroupsRequest {
-  return { collection: "", threshold: 0, flipPolicy: 0, topK: 0 };
+  return {
+    collection: "",
+    threshold: 0,
+    flipPolicy: 0,
+    topK: 0,
+    keep: 0,
+    minGroupSize: 0,
+    limit: 0,
+    cosineOnly: false,
+  };
 }
 
 export const FindDuplicateGroupsRequest: MessageFns<FindDuplicateGroupsRequest> = {
@@ -3105,6 +3226,18 @@ export const FindDuplicateGroupsRequest: MessageFns<FindDuplicateGroupsRequest> 
     }
     if (message.topK !== 0) {
       writer.uint32(32).uint32(message.topK);
+    }
+    if (message.keep !== 0) {
+      writer.uint32(40).int32(message.keep);
+    }
+    if (message.minGroupSize !== 0) {
+      writer.uint32(48).uint32(message.minGroupSize);
+    }
+    if (message.limit !== 0) {
+      writer.uint32(56).uint32(message.limit);
+    }
+    if (message.cosineOnly !== false) {
+      writer.uint32(64).bool(message.cosineOnly);
     }
     return writer;
   },
@@ -3154,6 +3287,38 @@ export const FindDuplicateGroupsRequest: MessageFns<FindDuplicateGroupsRequest> 
             message.topK = reader.uint32();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.keep = reader.int32() as any;
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.minGroupSize = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.cosineOnly = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3180,6 +3345,18 @@ export const FindDuplicateGroupsRequest: MessageFns<FindDuplicateGroupsRequest> 
         : isSet(object.top_k)
         ? globalThis.Number(object.top_k)
         : 0,
+      keep: isSet(object.keep) ? keepPolicyFromJSON(object.keep) : 0,
+      minGroupSize: isSet(object.minGroupSize)
+        ? globalThis.Number(object.minGroupSize)
+        : isSet(object.min_group_size)
+        ? globalThis.Number(object.min_group_size)
+        : 0,
+      limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+      cosineOnly: isSet(object.cosineOnly)
+        ? globalThis.Boolean(object.cosineOnly)
+        : isSet(object.cosine_only)
+        ? globalThis.Boolean(object.cosine_only)
+        : false,
     };
   },
 
@@ -3197,6 +3374,18 @@ export const FindDuplicateGroupsRequest: MessageFns<FindDuplicateGroupsRequest> 
     if (message.topK !== 0) {
       obj.topK = Math.round(message.topK);
     }
+    if (message.keep !== 0) {
+      obj.keep = keepPolicyToJSON(message.keep);
+    }
+    if (message.minGroupSize !== 0) {
+      obj.minGroupSize = Math.round(message.minGroupSize);
+    }
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    if (message.cosineOnly !== false) {
+      obj.cosineOnly = message.cosineOnly;
+    }
     return obj;
   },
 
@@ -3209,12 +3398,16 @@ export const FindDuplicateGroupsRequest: MessageFns<FindDuplicateGroupsRequest> 
     message.threshold = object.threshold ?? 0;
     message.flipPolicy = object.flipPolicy ?? 0;
     message.topK = object.topK ?? 0;
+    message.keep = object.keep ?? 0;
+    message.minGroupSize = object.minGroupSize ?? 0;
+    message.limit = object.limit ?? 0;
+    message.cosineOnly = object.cosineOnly ?? false;
     return message;
   },
 };
 
 function createBaseDuplicatePair(): DuplicatePair {
-  return { idA: "", idB: "", similarity: 0 };
+  return { idA: "", idB: "", similarity: 0, mirrored: false };
 }
 
 export const DuplicatePair: MessageFns<DuplicatePair> = {
@@ -3227,6 +3420,9 @@ export const DuplicatePair: MessageFns<DuplicatePair> = {
     }
     if (message.similarity !== 0) {
       writer.uint32(29).float(message.similarity);
+    }
+    if (message.mirrored !== false) {
+      writer.uint32(32).bool(message.mirrored);
     }
     return writer;
   },
@@ -3268,6 +3464,14 @@ export const DuplicatePair: MessageFns<DuplicatePair> = {
             message.similarity = reader.float();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.mirrored = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3285,6 +3489,7 @@ export const DuplicatePair: MessageFns<DuplicatePair> = {
       idA: isSet(object.idA) ? globalThis.String(object.idA) : isSet(object.id_a) ? globalThis.String(object.id_a) : "",
       idB: isSet(object.idB) ? globalThis.String(object.idB) : isSet(object.id_b) ? globalThis.String(object.id_b) : "",
       similarity: isSet(object.similarity) ? globalThis.Number(object.similarity) : 0,
+      mirrored: isSet(object.mirrored) ? globalThis.Boolean(object.mirrored) : false,
     };
   },
 
@@ -3299,6 +3504,9 @@ export const DuplicatePair: MessageFns<DuplicatePair> = {
     if (message.similarity !== 0) {
       obj.similarity = floatToJson(message.similarity);
     }
+    if (message.mirrored !== false) {
+      obj.mirrored = message.mirrored;
+    }
     return obj;
   },
 
@@ -3310,12 +3518,373 @@ export const DuplicatePair: MessageFns<DuplicatePair> = {
     message.idA = object.idA ?? "";
     message.idB = object.idB ?? "";
     message.similarity = object.similarity ?? 0;
+    message.mirrored = object.mirrored ?? false;
+    return message;
+  },
+};
+
+function createBaseGroupMember(): GroupMember {
+  return {
+    id: "",
+    similarity: 0,
+    closest: "",
+    keeper: false,
+    mirrored: false,
+    metadata: {},
+    width: 0,
+    height: 0,
+    bytes: 0,
+    format: "",
+    indexedAtMs: 0,
+  };
+}
+
+export const GroupMember: MessageFns<GroupMember> = {
+  encode(message: GroupMember, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.similarity !== 0) {
+      writer.uint32(21).float(message.similarity);
+    }
+    if (message.closest !== "") {
+      writer.uint32(26).string(message.closest);
+    }
+    if (message.keeper !== false) {
+      writer.uint32(32).bool(message.keeper);
+    }
+    if (message.mirrored !== false) {
+      writer.uint32(40).bool(message.mirrored);
+    }
+    globalThis.Object.entries(message.metadata).forEach(([key, value]: [string, string]) => {
+      GroupMember_MetadataEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
+    });
+    if (message.width !== 0) {
+      writer.uint32(56).uint32(message.width);
+    }
+    if (message.height !== 0) {
+      writer.uint32(64).uint32(message.height);
+    }
+    if (message.bytes !== 0) {
+      writer.uint32(72).uint64(message.bytes);
+    }
+    if (message.format !== "") {
+      writer.uint32(82).string(message.format);
+    }
+    if (message.indexedAtMs !== 0) {
+      writer.uint32(88).int64(message.indexedAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GroupMember {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGroupMember();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 21) {
+              break;
+            }
+
+            message.similarity = reader.float();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.closest = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.keeper = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.mirrored = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            const entry6 = GroupMember_MetadataEntry.decode(reader, reader.uint32());
+            if (entry6.value !== undefined) {
+              message.metadata[entry6.key] = entry6.value;
+            }
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.width = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.height = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.format = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.indexedAtMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GroupMember {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      similarity: isSet(object.similarity) ? globalThis.Number(object.similarity) : 0,
+      closest: isSet(object.closest) ? globalThis.String(object.closest) : "",
+      keeper: isSet(object.keeper) ? globalThis.Boolean(object.keeper) : false,
+      mirrored: isSet(object.mirrored) ? globalThis.Boolean(object.mirrored) : false,
+      metadata: isObject(object.metadata)
+        ? (globalThis.Object.entries(object.metadata) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      width: isSet(object.width) ? globalThis.Number(object.width) : 0,
+      height: isSet(object.height) ? globalThis.Number(object.height) : 0,
+      bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+      format: isSet(object.format) ? globalThis.String(object.format) : "",
+      indexedAtMs: isSet(object.indexedAtMs)
+        ? globalThis.Number(object.indexedAtMs)
+        : isSet(object.indexed_at_ms)
+        ? globalThis.Number(object.indexed_at_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: GroupMember): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.similarity !== 0) {
+      obj.similarity = floatToJson(message.similarity);
+    }
+    if (message.closest !== "") {
+      obj.closest = message.closest;
+    }
+    if (message.keeper !== false) {
+      obj.keeper = message.keeper;
+    }
+    if (message.mirrored !== false) {
+      obj.mirrored = message.mirrored;
+    }
+    if (message.metadata) {
+      const entries = globalThis.Object.entries(message.metadata) as [string, string][];
+      if (entries.length > 0) {
+        obj.metadata = {};
+        entries.forEach(([k, v]) => {
+          obj.metadata[k] = v;
+        });
+      }
+    }
+    if (message.width !== 0) {
+      obj.width = Math.round(message.width);
+    }
+    if (message.height !== 0) {
+      obj.height = Math.round(message.height);
+    }
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    if (message.format !== "") {
+      obj.format = message.format;
+    }
+    if (message.indexedAtMs !== 0) {
+      obj.indexedAtMs = Math.round(message.indexedAtMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GroupMember>, I>>(base?: I): GroupMember {
+    return GroupMember.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GroupMember>, I>>(object: I): GroupMember {
+    const message = createBaseGroupMember();
+    message.id = object.id ?? "";
+    message.similarity = object.similarity ?? 0;
+    message.closest = object.closest ?? "";
+    message.keeper = object.keeper ?? false;
+    message.mirrored = object.mirrored ?? false;
+    message.metadata = (globalThis.Object.entries(object.metadata ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.width = object.width ?? 0;
+    message.height = object.height ?? 0;
+    message.bytes = object.bytes ?? 0;
+    message.format = object.format ?? "";
+    message.indexedAtMs = object.indexedAtMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseGroupMember_MetadataEntry(): GroupMember_MetadataEntry {
+  return { key: "", value: "" };
+}
+
+export const GroupMember_MetadataEntry: MessageFns<GroupMember_MetadataEntry> = {
+  encode(message: GroupMember_MetadataEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GroupMember_MetadataEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGroupMember_MetadataEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GroupMember_MetadataEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: GroupMember_MetadataEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GroupMember_MetadataEntry>, I>>(base?: I): GroupMember_MetadataEntry {
+    return GroupMember_MetadataEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GroupMember_MetadataEntry>, I>>(object: I): GroupMember_MetadataEntry {
+    const message = createBaseGroupMember_MetadataEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
 
 function createBaseDuplicateGroup(): DuplicateGroup {
-  return { ids: [], pairs: [] };
+  return { ids: [], pairs: [], members: [], keeper: "" };
 }
 
 export const DuplicateGroup: MessageFns<DuplicateGroup> = {
@@ -3325,6 +3894,12 @@ export const DuplicateGroup: MessageFns<DuplicateGroup> = {
     }
     for (const v of message.pairs) {
       DuplicatePair.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.members) {
+      GroupMember.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.keeper !== "") {
+      writer.uint32(34).string(message.keeper);
     }
     return writer;
   },
@@ -3358,6 +3933,22 @@ export const DuplicateGroup: MessageFns<DuplicateGroup> = {
             message.pairs.push(DuplicatePair.decode(reader, reader.uint32()));
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.members.push(GroupMember.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.keeper = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3374,6 +3965,8 @@ export const DuplicateGroup: MessageFns<DuplicateGroup> = {
     return {
       ids: globalThis.Array.isArray(object?.ids) ? object.ids.map((e: any) => globalThis.String(e)) : [],
       pairs: globalThis.Array.isArray(object?.pairs) ? object.pairs.map((e: any) => DuplicatePair.fromJSON(e)) : [],
+      members: globalThis.Array.isArray(object?.members) ? object.members.map((e: any) => GroupMember.fromJSON(e)) : [],
+      keeper: isSet(object.keeper) ? globalThis.String(object.keeper) : "",
     };
   },
 
@@ -3385,6 +3978,12 @@ export const DuplicateGroup: MessageFns<DuplicateGroup> = {
     if (message.pairs?.length) {
       obj.pairs = message.pairs.map((e) => DuplicatePair.toJSON(e));
     }
+    if (message.members?.length) {
+      obj.members = message.members.map((e) => GroupMember.toJSON(e));
+    }
+    if (message.keeper !== "") {
+      obj.keeper = message.keeper;
+    }
     return obj;
   },
 
@@ -3395,6 +3994,8 @@ export const DuplicateGroup: MessageFns<DuplicateGroup> = {
     const message = createBaseDuplicateGroup();
     message.ids = object.ids?.map((e) => e) || [];
     message.pairs = object.pairs?.map((e) => DuplicatePair.fromPartial(e)) || [];
+    message.members = object.members?.map((e) => GroupMember.fromPartial(e)) || [];
+    message.keeper = object.keeper ?? "";
     return message;
   },
 };
