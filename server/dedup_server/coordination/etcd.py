@@ -198,6 +198,8 @@ class EtcdClient:
                     yield event
         except grpc.aio.AioRpcError as exc:
             raise _domain_error("watch", exc) from exc
+        except (asyncio.InvalidStateError, grpc.aio.UsageError):
+            return  # the call was cancelled (the watcher is being stopped) before or while it wrote: no events
         finally:
             call.cancel()
 
