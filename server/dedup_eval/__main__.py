@@ -287,8 +287,10 @@ def _served_rule(stats: StatsResult) -> VerificationRule | None:
     calibration = stats.calibration
     if calibration is None or not (calibration.verify_below or calibration.verify_above):
         return None
+    # GetStats does not carry K (candidates verified per query): the calibration's own is the served one.
     return VerificationRule(below=calibration.verify_below, above=calibration.verify_above,
-                            min_inliers=calibration.verify_min_inliers, min_coverage=calibration.verify_min_coverage)
+                            min_inliers=calibration.verify_min_inliers, min_coverage=calibration.verify_min_coverage,
+                            max_candidates=calibrate.MAX_CANDIDATES)
 
 
 def to_verify_ids(result: QueryResult, threshold: float, rule: VerificationRule) -> list[str]:
