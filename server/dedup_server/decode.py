@@ -13,6 +13,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import framing
 from .errors import InvalidImage
 
 #: Pillow format names we accept. PPM covers the Netpbm family (ppm, pgm, pbm); MPO is a
@@ -33,6 +34,7 @@ class DecodeLimits:
 class Decoded:
     pixels: np.ndarray  # uint8 [size, size, 3]: the model input
     thumbnail: np.ndarray  # uint8 [h, w] grey, longest side at most the requested side: local features' input
+    framed: np.ndarray | None = None  # uint8 [size, size, 3]: the photo inside a frame (framing.py), if asked and found
 
 
 def decode_image(data: bytes, limits: DecodeLimits, *, grey: bool = False) -> np.ndarray:
@@ -40,16 +42,19 @@ def decode_image(data: bytes, limits: DecodeLimits, *, grey: bool = False) -> np
     return _decode(data, limits, grey=grey, thumbnail_side=0).pixels
 
 
-def decode_with_thumbnail(data: bytes, limits: DecodeLimits, *, grey: bool = False, thumbnail_side: int) -> Decoded:
+def decode_with_thumbnail(
+    data: bytes, limits: DecodeLimits, *, grey: bool = False, thumbnail_side: int, framed: bool = False
+) -> Decoded:
     """The model input and a grey thumbnail (aspect kept, longest side at most ``thumbnail_side``), from one decode.
 
     The thumbnail is made from the same drafted, oriented and flattened image as the model input, so a stored
-    image's signature and a query's features go through identical preprocessing.
+    image's signature and a query's features go through identical preprocessing. ``framed``: also the model input
+    of the photo inside a frame, when the thumbnail shows one (framing.py), cropped from the decoded image.
     """
-    return _decode(data, limits, grey=grey, thumbnail_side=thumbnail_side)
+    return _decode(data, limits, grey=grey, thumbnail_side=thumbnail_side, framed=framed)
 
 
-def _decode(data: bytes, limits: DecodeLimits, *, grey: bool, thumbnail_side: int) -> Decoded:
+def _decode(data: bytes, limits: DecodeLimits, *, grey: bool, thumbnail_side: int, framed: bool = False) -> Decoded:
     """Decode, orient, flatten and resize an encoded image; raise InvalidImage with the reason.
 
     ``grey``: the model reads only luminance (ModelInfo.input_colour "luma"), so a colour JPEG is decoded to its
@@ -84,14 +89,14 @@ def _decode(data: bytes, limits: DecodeLimits, *, grey: bool, thumbnail_side: in
                 f"over the limit of {limits.max_pixels} pixels"
             )
         try:
-            return _to_model_input(image, limits.size, grey=grey, thumbnail_side=thumbnail_side)
+            return _to_model_input(image, limits.size, grey=grey, thumbnail_side=thumbnail_side, framed=framed)
         except InvalidImage:
             raise
         except Exception as exc:  # truncated data, bad chunks, decoder errors, bombs
             raise InvalidImage(f"corrupt or truncated {image.format} image: {exc}") from exc
 
 
-def _to_model_input(image: Image.Image, size: int, *, grey: bool, thumbnail_side: int) -> Decoded:
+def _to_model_input(image: Image.Image, size: int, *, grey: bool, thumbnail_side: int, framed: bool) -> Decoded:
     if image.format in ("JPEG", "MPO"):
         # Decode at 1/2, 1/4 or 1/8 scale when the result still covers the model size: 2-3x faster. In grey, the
         # decoder skips the chroma and the resize runs on one channel: 2.0 -> 1.3 ms for a 640x480 photo.
@@ -108,7 +113,13 @@ def _to_model_input(image: Image.Image, size: int, *, grey: bool, thumbnail_side
     scale = min(1.0, thumbnail_side / max(width, height))
     target = (max(1, round(width * scale)), max(1, round(height * scale)))
     thumbnail = np.asarray(_to_rgb_at(image, target).convert("L"), dtype=np.uint8)
-    return Decoded(pixels=array, thumbnail=thumbnail)
+    box = framing.photo_box(thumbnail) if framed else None
+    if box is None:
+        return Decoded(pixels=array, thumbnail=thumbnail)
+    inner = box.scaled(width / target[0], height / target[1], width, height)
+    photo = image.crop((inner.left, inner.top, inner.left + inner.width, inner.top + inner.height))
+    return Decoded(pixels=array, thumbnail=thumbnail,
+                   framed=np.asarray(_to_rgb_at(photo, (size, size)), dtype=np.uint8))
 
 
 def _to_rgb_at(image: Image.Image, target: tuple[int, int]) -> Image.Image:

@@ -143,6 +143,7 @@ class _WriteJob:
     thumbnail: np.ndarray | None = None  # grey, for local features of band candidates (verification/)
     signature: str = ""  # what is stored of the thumbnail (verification/signature.py)
     rule: VerificationRule = COSINE_ONLY
+    view: np.ndarray | None = None  # the framed photo's embedding (framing.py): searched too, never stored
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -225,29 +226,31 @@ class DedupService:
             # Fail fast on an unknown collection, before spending a model call on the image.
             milvus_name = await self._existing_collection(collection, model, caller)
         rule = _rule(calibration, cosine_only=query.cosine_only or query.threshold > 0)
-        embedded = await self._embed(query.image, caller, signed=query.insert_if_unique)
+        embedded = await self._embed(query.image, caller, signed=query.insert_if_unique, framed=True)
         vector, layout = embedded.vector, embedded.layout
         if query.insert_if_unique:
             result = await self._write(
                 _WriteJob(collection, image_id, vector, metadata | await _facts(self._decode_pool, query.image),
                           True, threshold, top_k, deadline=caller,
                           flip_policy=policy, layout=layout, thumbnail=embedded.thumbnail,
-                          signature=embedded.signature, rule=rule)
+                          signature=embedded.signature, rule=rule, view=embedded.view)
             )
             return CheckOutcome(
                 matches=result.matches, inserted=result.inserted, model=model.label, threshold=threshold
             )
-        with tracer.start_as_current_span("search"):
-            hits = (
+        with tracer.start_as_current_span("search", attributes={"framed": embedded.view is not None}):
+            found = (
                 await asyncio.to_thread(
                     self._milvus, lambda timeout_s: self._index.search(
-                        milvus_name, vector[None, :], top_k, timeout_s=timeout_s
+                        milvus_name, _query_vectors(vector, embedded.view), top_k, timeout_s=timeout_s
                     ),
                     self._deadline(caller), "Milvus search",
                 )
             )
-        verified = await self._verify(milvus_name, hits[0], embedded.thumbnail, threshold, rule, caller)
-        matches = decide(hits[0], layout, policy, threshold, top_k, rule=rule, verified=verified)
+        # The framed photo's hits join the whole image's: each candidate counts with its better similarity.
+        hits = [hit for view_hits in found for hit in view_hits]
+        verified = await self._verify(milvus_name, hits, embedded.thumbnail, threshold, rule, caller)
+        matches = decide(hits, layout, policy, threshold, top_k, rule=rule, verified=verified)
         return CheckOutcome(matches=matches, inserted=False, model=model.label, threshold=threshold)
 
     async def _verify(
@@ -317,11 +320,13 @@ class DedupService:
             threshold = validation.threshold(item.threshold, calibration.threshold)
             metadata = validation.metadata(item.metadata, self._limits) | await _facts(self._decode_pool, item.image)
             policy = validation.flip_policy(item.flip_policy)
-            embedded = await self._embed(item.image, caller, wait_for_room=True, signed=True)
+            # Only a write that decides something searches the framed photo too.
+            embedded = await self._embed(item.image, caller, wait_for_room=True, signed=True,
+                                         framed=item.skip_duplicates)
             result = await self._write(
                 _WriteJob(collection, image_id, embedded.vector, metadata, item.skip_duplicates, threshold,
                           self._config.default_top_k, deadline=caller, flip_policy=policy, layout=embedded.layout,
-                          thumbnail=embedded.thumbnail, signature=embedded.signature,
+                          thumbnail=embedded.thumbnail, signature=embedded.signature, view=embedded.view,
                           # Verified only where the decision changes what is stored: a plain ingest stores the item
                           # anyway, and its matches (cosine at the threshold) are for information.
                           rule=_rule(calibration, cosine_only=not item.skip_duplicates or item.threshold > 0)),
@@ -460,10 +465,12 @@ class DedupService:
         )
 
     async def _embed(
-        self, image: bytes, caller: Deadline | None, *, wait_for_room: bool = False, signed: bool = False
+        self, image: bytes, caller: Deadline | None, *, wait_for_room: bool = False, signed: bool = False,
+        framed: bool = False,
     ) -> _Embedded:
         """The image's embedding, layout (layout.py) and grey thumbnail, from one decode; ``signed``: also the
-        signature to store (verification/signature.py)."""
+        signature to store (verification/signature.py); ``framed``: also the embedding of the photo inside a frame
+        when the image shows one (framing.py), embedded in the same batches as the image."""
         # Every caller has read the model first (model() / calibration()), so this is known; grey decoding is
         # only a shortcut, and a colour decode gives the same luma to the model, so None just decodes colour.
         model = self._embedder.known_model_info()
@@ -471,14 +478,16 @@ class DedupService:
         with tracer.start_as_current_span("decode"):
             # The layout is computed in the decode thread too: CPU work stays off the event loop.
             decoded = await asyncio.get_running_loop().run_in_executor(
-                self._decode_pool, _decode_for_embedding, image, self._decode_limits, grey, signed
+                self._decode_pool, _decode_for_embedding, image, self._decode_limits, grey, signed, framed
             )
-        vector = await _before(
-            caller, self.embed_batcher.submit(_EmbedJob(decoded.pixels, caller), wait_for_room=wait_for_room),
-            "Triton",
-        )
-        return _Embedded(vector=vector, layout=decoded.layout, thumbnail=decoded.thumbnail,
-                         signature=decoded.signature)
+        inputs = [decoded.pixels] if decoded.framed is None else [decoded.pixels, decoded.framed]
+        vectors = await asyncio.gather(*(
+            _before(caller, self.embed_batcher.submit(_EmbedJob(pixels, caller), wait_for_room=wait_for_room),
+                    "Triton")
+            for pixels in inputs
+        ))
+        return _Embedded(vector=vectors[0], layout=decoded.layout, thumbnail=decoded.thumbnail,
+                         signature=decoded.signature, view=vectors[1] if len(vectors) > 1 else None)
 
     async def _write(self, job: _WriteJob, *, wait_for_room: bool = False) -> _WriteResult:
         result = await _before(job.deadline, self.write_batcher.submit(job, wait_for_room=wait_for_room), "Milvus")
@@ -544,20 +553,29 @@ class DedupService:
             deadline, "Milvus open collection",
         )
         vectors = np.stack([job.vector for job in jobs])
+        # The framed photos (framing.py) of the items that have one are searched in the same call; their hits join
+        # their item's, and against earlier items of the batch each item counts with its better view.
+        framed = [j for j, job in enumerate(jobs) if job.view is not None]
+        views = vectors.copy()
+        for j in framed:
+            views[j] = jobs[j].view
         # +1: the item's own id may come back (re-sent ids replace themselves) and is dropped.
-        with tracer.start_as_current_span("search", attributes={"batch.size": len(jobs)}):
-            found = self._milvus(
+        with tracer.start_as_current_span("search", attributes={"batch.size": len(jobs), "framed": len(framed)}):
+            searched = self._milvus(
                 lambda timeout_s: self._index.search(
-                    milvus_name, vectors, max(job.top_k for job in jobs) + 1, timeout_s=timeout_s,
-                    consistency=consistency,
+                    milvus_name, np.concatenate([vectors, views[framed]]), max(job.top_k for job in jobs) + 1,
+                    timeout_s=timeout_s, consistency=consistency,
                 ),
                 deadline, "Milvus search",
             )
+        found = [list(hits) for hits in searched[:len(jobs)]]
+        for j, view_hits in zip(framed, searched[len(jobs):], strict=True):
+            found[j].extend(view_hits)
         verifiable = self._index.has_signatures(milvus_name)
         stored_signatures = self._band_signatures(milvus_name, jobs, found, deadline) if verifiable else {}
         # Items stored earlier in this batch are not in Milvus yet: compare with them directly. One product for
         # every pair; only pairs that can match (at or above the bottom of the item's band) become hits.
-        in_batch = vectors @ vectors.T
+        in_batch = np.maximum(vectors @ vectors.T, views @ vectors.T)
         evidence = self._batch_evidence(jobs, found, in_batch, stored_signatures) if verifiable else None
         accepted: dict[str, int] = {}  # id -> position in jobs, for the items this batch stores
         results: list[_WriteResult] = []
@@ -658,6 +676,7 @@ class _Decoded:
     layout: str
     thumbnail: np.ndarray
     signature: str
+    framed: np.ndarray | None  # the model input of the photo inside a frame (framing.py), when found
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -666,14 +685,20 @@ class _Embedded:
     layout: str
     thumbnail: np.ndarray
     signature: str  # "" unless asked for (writes)
+    view: np.ndarray | None = None  # the framed photo's embedding, when asked for and found
 
 
-def _decode_for_embedding(image: bytes, limits: DecodeLimits, grey: bool, signed: bool) -> _Decoded:
-    decoded = decode_with_thumbnail(image, limits, grey=grey, thumbnail_side=signature.SIDE)
+def _decode_for_embedding(image: bytes, limits: DecodeLimits, grey: bool, signed: bool, framed: bool) -> _Decoded:
+    decoded = decode_with_thumbnail(image, limits, grey=grey, thumbnail_side=signature.SIDE, framed=framed)
     return _Decoded(
         pixels=decoded.pixels, layout=layout_of(decoded.pixels), thumbnail=decoded.thumbnail,
-        signature=signature.make_signature(decoded.thumbnail) if signed else "",
+        signature=signature.make_signature(decoded.thumbnail) if signed else "", framed=decoded.framed,
     )
+
+
+def _query_vectors(vector: np.ndarray, view: np.ndarray | None) -> np.ndarray:
+    """The vectors one check searches with: the image's, then its framed photo's when it has one."""
+    return vector[None, :] if view is None else np.stack([vector, view])
 
 
 async def _before(caller: Deadline | None, batched: Awaitable[T], backend: str) -> T:

@@ -89,3 +89,28 @@ def test_the_write_path_verifies_too(
     # A plain ingest stores it anyway: its matches are the cosine's, unverified.
     plain = list(client.index([IndexItem(id="copy3", image=copy, collection=collection)]))
     assert plain[0].status is IndexStatus.INDEXED and not plain[0].matches
+
+
+def _screenshot(path: Path) -> bytes:
+    """The photo at about 60 % of a desktop window's width, with title bar, sidebar, details pane (PNG)."""
+    from dedup_eval.transforms import apply
+
+    with Image.open(path) as image:
+        return apply("screenshot", image.convert("RGB"), seed=1)
+
+
+def test_a_screenshot_of_a_photo_is_found_through_its_framed_photo(
+    client: DedupClient, eval_dir: Path, photos: str, collection: str
+) -> None:
+    original = eval_dir / "base_images" / "ukbench00120.jpg"
+    copy = _screenshot(original)
+    found = client.check(copy, collection=photos)
+    assert [m.id for m in found.matches] == ["ukbench00120"] and found.matches[0].verified, found
+    # The write path searches the framed photo too: the screenshot is not stored beside its original.
+    first = [IndexItem(id="framed-original", image=original.read_bytes(), collection=collection)]
+    assert all(r.status is IndexStatus.INDEXED for r in client.index(first))
+    results = list(client.index([IndexItem(id="framed-copy", image=copy, collection=collection,
+                                           skip_duplicates=True)]))
+    assert results[0].status is IndexStatus.DUPLICATE and results[0].matches[0].id == "framed-original", results
+    inserted = client.check(copy, collection=collection, insert_if_unique=True, id="framed-copy2")
+    assert not inserted.inserted and inserted.matches[0].id == "framed-original"
