@@ -1,6 +1,7 @@
 """`make bench` = `python -m dedup_bench`: start a stack on free ports, measure, print a table then one JSON line.
 
     python -m dedup_bench [--images 600] [--ingest-runs 3] [--sizes 10000,100000] [--no-sweep] [--out DIR]
+                          [--workers 1,2]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dedup_server.embedder import TritonEmbedder
 from dedup_stack.ephemeral import ephemeral_stack
 
 from . import cpu, measure, photos, report, vectors
+from . import workers as workers_bench
 
 logger = logging.getLogger("dedup_bench")
 
@@ -51,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="where the stack's data and logs and the result JSON go")
     parser.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY,
                         help="the Triton model repository to serve and to measure alone (default: the built one)")
+    parser.add_argument("--workers", type=workers_bench.parse_args, default=[],
+                        help="also compare fronts of these DEDUP_WORKERS counts (e.g. 1,2), each on a stack of its own")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -240,6 +244,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 result[f"search_p99_ms_{label}"] = size.search.p99_ms
         result["milvus_vector_encoding"] = vectors.tolist_cost_us(real.stored.shape[1])
     shutil.rmtree(run_dir, ignore_errors=True)
+    if args.workers:
+        compared = workers_bench.compare(run_dir, jpegs, queries, workers=args.workers,
+                                         model_repository=args.model_repository)
+        result["workers"] = [dataclasses.asdict(r) for r in compared]
+        shutil.rmtree(run_dir, ignore_errors=True)
     result["load_avg_end"] = round(os.getloadavg()[0], 2)
     result["targets"] = report.targets(result)
     return result
@@ -255,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(report.table(result), flush=True)
+    if args.workers:
+        print(workers_bench.table([workers_bench.WorkersRun(**r) for r in result["workers"]]), flush=True)
     print(report.json_line(result), flush=True)
     return 0
 

@@ -1,7 +1,9 @@
 """`python -m dedup_load` (make load): concurrent clients mixing CheckDuplicate and IndexStream for a while, then a
 report of throughput, latency percentiles per RPC and errors by code (a table, then one JSON line last).
 
-Without --target it starts its own stack (Milvus, Triton, the front) on free ports and stops it afterwards.
+Without --target it starts its own stack (Milvus, Triton, the front) on free ports and stops it afterwards;
+--fronts N starts N fronts on it (and an etcd, through which they take turns writing), --workers W makes each a
+supervisor of W workers; the clients are spread over the fronts and the report has each front's numbers.
 --overload starts that front with small limits and sends more clients than they allow: the front must answer
 RESOURCE_EXHAUSTED rather than queue without bound (its RSS is sampled to show it stays flat).
 """
@@ -18,7 +20,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from dedup_stack.killable import KillableStack
+from dedup_stack.killable import KillableStack, front_name
 
 from .report import LoadReport
 from .runner import LoadConfig, LoadRun
@@ -39,7 +41,9 @@ OVERLOAD_CLIENTS = 64
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dedup_load", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", help="a running front host:port (default: start a stack of our own)")
+    parser.add_argument("--target", help="running fronts, host:port[,host:port...] (default: a stack of our own)")
+    parser.add_argument("--fronts", type=int, default=1, help="fronts of our own stack, on one Milvus (default 1)")
+    parser.add_argument("--workers", type=int, default=1, help="DEDUP_WORKERS of each of those fronts (default 1)")
     parser.add_argument("--clients", type=int, help=f"concurrent clients (default 32; {OVERLOAD_CLIENTS} overloaded)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
     parser.add_argument("--check-share", type=float, default=0.7, help="share of CheckDuplicate calls (default 0.7)")
@@ -58,17 +62,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def _service(args: argparse.Namespace) -> Iterator[tuple[str, int | None]]:
-    """(target, front pid): the given target, or a stack of our own for the duration of the run."""
+def _service(args: argparse.Namespace) -> Iterator[tuple[tuple[str, ...], tuple[int, ...]]]:
+    """(targets, front pids): the given targets, or a stack of our own for the duration of the run."""
     if args.target:
-        yield args.target, None
+        yield tuple(t.strip() for t in args.target.split(",") if t.strip()), ()
         return
     with contextlib.ExitStack() as stack:
         work_dir = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dedup-load-")))
         overrides = dict(OVERLOAD_LIMITS) if args.overload else {}
-        logger.info("starting Milvus, Triton and the front under %s%s", work_dir, " (overload limits)" * args.overload)
-        running = stack.enter_context(KillableStack(work_dir, front_overrides=overrides))
-        yield running.target, running.child("front").pid
+        logger.info("starting Milvus, Triton, %d front(s) of %d worker(s) (etcd when more than one) under %s%s",
+                    args.fronts, args.workers, work_dir, " (overload limits)" * args.overload)
+        running = stack.enter_context(
+            KillableStack(work_dir, front_overrides=overrides, fronts=args.fronts, workers=args.workers)
+        )
+        pids = tuple(running.child(front_name(n)).pid or 0 for n in range(args.fronts))
+        yield tuple(running.targets), pids
 
 
 def run(args: argparse.Namespace) -> LoadReport:
@@ -76,12 +84,13 @@ def run(args: argparse.Namespace) -> LoadReport:
     logger.info("workload: %d images (%d photos and copies), mean %.0f KB",
                 len(workload.images), workload.photos, workload.mean_bytes / 1024)
     clients = args.clients or (OVERLOAD_CLIENTS if args.overload else 32)
-    with _service(args) as (target, front_pid):
+    with _service(args) as (targets, front_pids):
         config = LoadConfig(
-            target=target, clients=clients, duration_s=args.duration, check_share=args.check_share,
-            stream_items=args.stream_items, collection=args.collection, timeout_s=args.timeout,
+            target=targets[0], targets=targets, clients=clients, duration_s=args.duration,
+            check_share=args.check_share, stream_items=args.stream_items, collection=args.collection,
+            timeout_s=args.timeout,
         )
-        load = LoadRun(config, workload, front_pid=front_pid)
+        load = LoadRun(config, workload, front_pids=front_pids)
         return asyncio.run(load.run(mode="overload" if args.overload else "normal", progress=not args.no_progress))
 
 

@@ -57,7 +57,19 @@ class LoadReport:
     clients: int
     duration_s: float
     rpcs: Mapping[str, dict[str, object]]
-    front_rss_mb: Sequence[float] = ()  # sampled once a second, when the front is ours
+    front_rss_mb: Sequence[float] = ()  # sampled once a second, when the front is ours (all fronts, all workers)
+    fronts: Mapping[str, Mapping[str, dict[str, object]]] = dataclasses.field(default_factory=dict)  # per front
+
+    def per_front_lines(self) -> list[str]:
+        lines = []
+        for target, rpcs in self.fronts.items():
+            parts = []
+            for name, s in rpcs.items():
+                errors = ", ".join(f"{c} {n}" for c, n in s["errors"].items()) or "no errors"  # type: ignore[attr-defined]
+                items = f", {s['items_indexed_per_s']} indexed/s" if "items" in s else ""
+                parts.append(f"{name} {s['ok']} ok ({s['ok_per_s']}/s{items}, p99 {s['p99_ms']} ms; {errors})")
+            lines.append(f"  front {target}: " + "; ".join(parts))
+        return lines
 
     def as_dict(self) -> dict[str, object]:
         result: dict[str, object] = {
@@ -68,6 +80,8 @@ class LoadReport:
             "rpcs": self.rpcs,
             "errors": self.errors(),
         }
+        if self.fronts:
+            result["fronts"] = self.fronts
         if self.front_rss_mb:
             rss = self.front_rss_mb
             result["front_rss_mb"] = {"first": rss[0], "max": max(rss), "last": rss[-1], "samples": len(rss)}
@@ -94,6 +108,9 @@ class LoadReport:
             if "items" in s:
                 items = ", ".join(f"{k} {v}" for k, v in s["items"].items())  # type: ignore[attr-defined]
                 lines.append(f"{'  items':<16}{items}  ({s['items_indexed_per_s']} indexed/s)")
+        if self.fronts:
+            lines.append(f"per front ({len(self.fronts)}):")
+            lines += self.per_front_lines()
         if self.front_rss_mb:
             rss = self.front_rss_mb
             lines.append(f"front RSS MB: first {rss[0]:.0f}, max {max(rss):.0f}, last {rss[-1]:.0f}")

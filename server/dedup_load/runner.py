@@ -1,6 +1,7 @@
 """Concurrent clients on the real gRPC API (grpc.aio): a mix of CheckDuplicate and IndexStream, for a while.
 
-Each client has its own channel (its own connection, like a separate caller) and loops until the time is up:
+Each client has its own channel (its own connection, like a separate caller; with several fronts, client n talks
+to front n mod N) and loops until the time is up:
 a CheckDuplicate of a random photo or transformed copy, or an IndexStream of a few of them under new ids.
 Every call is timed and its status code counted; ids the server acknowledged (INDEXED) are kept, so that
 `make chaos` can check afterwards that Milvus holds every one of them.
@@ -34,6 +35,7 @@ _PAUSE_AFTER_OTHER_ERRORS_S = 0.1
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LoadConfig:
     target: str
+    targets: tuple[str, ...] = ()  # several fronts to spread the clients over (default: target alone)
     clients: int = 32
     duration_s: float = 60.0
     check_share: float = 0.7  # of operations; the rest are IndexStreams
@@ -47,20 +49,48 @@ class LoadConfig:
         if self.clients < 1 or self.duration_s <= 0 or self.stream_items < 1 or not 0 <= self.check_share <= 1:
             raise ValueError(f"invalid load configuration: {self}")
 
+    @property
+    def fronts(self) -> tuple[str, ...]:
+        return self.targets or (self.target,)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
     at: float  # time.monotonic()
     rpc: str
     code: str
+    target: str = ""  # the front that answered (or failed to)
+
+
+def group_rss_mb(groups: tuple[int, ...]) -> float:
+    """Resident memory of every process in these process groups (a front, its workers), MB; 0 when none is left."""
+    total_kb = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat[stat.rfind(")") + 2 :].split()[2]) not in groups:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+    return round(total_kb / 1024, 1)
 
 
 class LoadRun:
-    def __init__(self, config: LoadConfig, workload: Workload, *, front_pid: int | None = None) -> None:
+    def __init__(
+        self, config: LoadConfig, workload: Workload, *, front_pid: int | None = None,
+        front_pids: tuple[int, ...] = (),
+    ) -> None:
+        """`front_pid`/`front_pids`: fronts whose memory to sample (each with its workers: its process group)."""
         self.config = config
         self._workload = workload
-        self._front_pid = front_pid
+        self._front_pids = front_pids or ((front_pid,) if front_pid is not None else ())
         self.stats = {CHECK: RpcStats(), STREAM: RpcStats()}
+        self.per_front = {target: {CHECK: RpcStats(), STREAM: RpcStats()} for target in config.fronts}
         self.acked: set[str] = set()  # ids IndexStream answered INDEXED (or CheckDuplicate stored)
         self.events: list[Event] = []
         self.rss_mb: list[float] = []
@@ -71,15 +101,20 @@ class LoadRun:
         self._stopping.set()
 
     async def run(self, *, mode: str = "normal", progress: bool = True) -> LoadReport:
+        fronts = self.config.fronts
+        targets = [fronts[n % len(fronts)] for n in range(self.config.clients)]
         channels = [
             grpc.aio.insecure_channel(
-                self.config.target,
+                target,
                 options=[
                     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
                     ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+                    # A connection of its own (gRPC shares one between channels to a target otherwise): on a front
+                    # of several workers, the kernel spreads connections, not calls.
+                    ("grpc.use_local_subchannel_pool", 1),
                 ],
             )
-            for _ in range(self.config.clients)
+            for target in targets
         ]
         try:
             stubs = [dedup_pb2_grpc.DeduplicationStub(channel) for channel in channels]
@@ -87,7 +122,8 @@ class LoadRun:
             started = time.monotonic()
             end = started + self.config.duration_s
             watchers = [asyncio.create_task(self._sample_rss(end)), asyncio.create_task(self._progress(end, progress))]
-            await asyncio.gather(*(self._client(n, stub, end) for n, stub in enumerate(stubs)))
+            await asyncio.gather(*(self._client(n, stub, end, target)
+                                   for n, (stub, target) in enumerate(zip(stubs, targets, strict=True))))
             duration = time.monotonic() - started
             for watcher in watchers:
                 watcher.cancel()
@@ -100,6 +136,10 @@ class LoadRun:
             duration_s=duration,
             rpcs={name: stats.summary(duration) for name, stats in self.stats.items()},
             front_rss_mb=tuple(self.rss_mb),
+            fronts={
+                target: {name: stats.summary(duration) for name, stats in rpcs.items()}
+                for target, rpcs in self.per_front.items()
+            } if len(self.per_front) > 1 else {},
         )
 
     async def _create_collection(self, stub: dedup_pb2_grpc.DeduplicationStub) -> None:
@@ -110,19 +150,19 @@ class LoadRun:
         )
         await stub.CheckDuplicate(request, timeout=120, wait_for_ready=True)
 
-    async def _client(self, n: int, stub: dedup_pb2_grpc.DeduplicationStub, end: float) -> None:
+    async def _client(self, n: int, stub: dedup_pb2_grpc.DeduplicationStub, end: float, target: str) -> None:
         rng = random.Random(f"{self.config.seed}-{n}")
         counter = itertools.count()
         while time.monotonic() < end and not self._stopping.is_set():
             if rng.random() < self.config.check_share:
-                code = await self._check(stub, rng)
+                code = await self._check(stub, rng, target)
             else:
                 ids = [f"{self.config.run_id}-{n}-{next(counter)}" for _ in range(self.config.stream_items)]
-                code = await self._stream(stub, rng, ids)
+                code = await self._stream(stub, rng, ids, target)
             if code != OK:
                 await asyncio.sleep(_PAUSE_AFTER_S.get(code, _PAUSE_AFTER_OTHER_ERRORS_S))
 
-    async def _check(self, stub: dedup_pb2_grpc.DeduplicationStub, rng: random.Random) -> str:
+    async def _check(self, stub: dedup_pb2_grpc.DeduplicationStub, rng: random.Random, target: str) -> str:
         request = dedup_pb2.CheckDuplicateRequest(image=self._workload.pick(rng), collection=self.config.collection)
         started = time.monotonic()
         code, details = OK, ""
@@ -130,15 +170,17 @@ class LoadRun:
             await stub.CheckDuplicate(request, timeout=self.config.timeout_s)
         except grpc.aio.AioRpcError as exc:
             code, details = exc.code().name, exc.details() or ""
-        self._record(CHECK, code, started, details)
+        self._record(CHECK, code, started, details, target)
         return code
 
-    async def _stream(self, stub: dedup_pb2_grpc.DeduplicationStub, rng: random.Random, ids: list[str]) -> str:
+    async def _stream(
+        self, stub: dedup_pb2_grpc.DeduplicationStub, rng: random.Random, ids: list[str], target: str
+    ) -> str:
         requests = [
             dedup_pb2.IndexRequest(id=image_id, image=self._workload.pick(rng), collection=self.config.collection)
             for image_id in ids
         ]
-        items = self.stats[STREAM].items
+        items, front_items = self.stats[STREAM].items, self.per_front[target][STREAM].items
         started = time.monotonic()
         code, details = OK, ""
         try:
@@ -148,29 +190,27 @@ class LoadRun:
             async for response in call:
                 status = dedup_pb2.IndexResponse.Status.Name(response.status)
                 items[status] += 1
+                front_items[status] += 1
                 if status == "INDEXED":
                     self.acked.add(response.id)
         except grpc.aio.AioRpcError as exc:
             code, details = exc.code().name, exc.details() or ""
-        self._record(STREAM, code, started, details)
+        self._record(STREAM, code, started, details, target)
         return code
 
-    def _record(self, rpc: str, code: str, started: float, details: str) -> None:
+    def _record(self, rpc: str, code: str, started: float, details: str, target: str) -> None:
         now = time.monotonic()
         self.stats[rpc].record(code, now - started, details)
-        self.events.append(Event(now, rpc, code))
+        self.per_front[target][rpc].record(code, now - started, details)
+        self.events.append(Event(now, rpc, code, target))
 
     async def _sample_rss(self, end: float) -> None:
-        if self._front_pid is None:
+        if not self._front_pids:
             return
-        status = Path(f"/proc/{self._front_pid}/status")
         while time.monotonic() < end:
-            try:
-                for line in status.read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        self.rss_mb.append(round(int(line.split()[1]) / 1024, 1))
-            except OSError:
-                pass  # the front is down (chaos) or gone
+            rss = group_rss_mb(self._front_pids)
+            if rss:
+                self.rss_mb.append(rss)
             await asyncio.sleep(1.0)
 
     async def _progress(self, end: float, enabled: bool) -> None:

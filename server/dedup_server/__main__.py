@@ -1,4 +1,7 @@
-"""`python -m dedup_server`: the gRPC front, configured from DEDUP_* (and OTEL_* for tracing) environment variables."""
+"""`python -m dedup_server`: the gRPC front, configured from DEDUP_* (and OTEL_* for tracing) environment variables.
+
+DEDUP_WORKERS=1: this process is the front. More: it supervises that many workers on its port (workers/).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from .app import serve
 from .config import ConfigError, ServerConfig
 from .logs import LogConfig, configure_logging
 from .telemetry import configure_tracing
+from .workers import Supervisor
 
 
 def main() -> int:
@@ -22,10 +26,13 @@ def main() -> int:
         return 2
     try:
         config = ServerConfig.from_env()
-        configure_tracing()  # before the server is built: the Triton channel is instrumented when created
+        if config.workers == 1:  # (each worker sets up its own)
+            configure_tracing()  # before the server is built: the Triton channel is instrumented when created
     except ConfigError as exc:
         logger.error("configuration error: %s", exc)
         return 2
+    if config.workers > 1:
+        return Supervisor(config).run()
     asyncio.run(serve(config))
     return 0
 

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -40,8 +40,11 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
-    """Start the server (port 0 picks a free one); on exit: NOT_SERVING, drain, close backends."""
+async def running_server(config: ServerConfig, *, reuse_port: bool = False) -> AsyncIterator[RunningServer]:
+    """Start the server (port 0 picks a free one); on exit: NOT_SERVING, drain, close backends.
+
+    `reuse_port`: a worker, sharing the port with the supervisor's other workers (SO_REUSEPORT).
+    """
     decode_pool = ThreadPoolExecutor(max_workers=config.decode_threads, thread_name_prefix="decode")
     embedder = TritonEmbedder(
         url=config.triton_url,
@@ -78,6 +81,7 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         options=[
             ("grpc.max_receive_message_length", config.limits.max_message_bytes),
             ("grpc.max_send_message_length", config.limits.max_message_bytes),
+            *([("grpc.so_reuseport", 1)] if reuse_port else []),
         ],
         maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
     )
@@ -137,11 +141,26 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
         logger.info("stopped")
 
 
-async def serve(config: ServerConfig) -> None:
-    """Serve until SIGINT/SIGTERM."""
+async def serve(
+    config: ServerConfig, *, reuse_port: bool = False, on_serving: Callable[[], None] | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM; `on_serving` is called once, the first time health says SERVING (workers)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running_server(config):
-        await stop.wait()
+    async with running_server(config, reuse_port=reuse_port) as running:
+        if on_serving is None:
+            await stop.wait()
+            return
+        report = asyncio.create_task(_when_serving(running.monitor, on_serving), name="report-serving")
+        try:
+            await stop.wait()
+        finally:
+            report.cancel()
+
+
+async def _when_serving(monitor: BackendMonitor, callback: Callable[[], None]) -> None:
+    while not await monitor.wait_ready(3600):
+        pass
+    callback()

@@ -29,6 +29,52 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the variable."""
 
 
+#: Front processes (DEDUP_WORKERS) one host runs at most by default; more is allowed when asked for.
+MAX_DEFAULT_WORKERS = 4
+MAX_WORKERS = 64
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a container's CPU limit).
+
+    os.cpu_count() counts the machine's cores, which in a Kubernetes pod are the node's, not the pod's limit.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root)
+    return max(1, min(cpus, math.ceil(quota))) if quota is not None else max(1, cpus)
+
+
+def _cgroup_quota(root: Path) -> float | None:
+    """CPUs allowed by the cgroup's quota: v2 `cpu.max` ("max 100000" or "200000 100000"), else v1's cfs files."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+
+
+def default_workers(*, cpus: int, coordinated: bool, milvus_server: bool) -> int:
+    """DEDUP_WORKERS when unset: one front process per core, at most MAX_DEFAULT_WORKERS, where they can be fronts.
+
+    Workers are fronts like any other: their writes are race-free only through etcd, and Milvus Lite opens its
+    file in one process only; without both, one process. Four at most: every worker is a whole front (its own
+    clients, batchers and memory, see README), splits the micro-batches that reach Triton, and contends for the
+    write locks; past four the front's own CPU is rarely what bounds a host (Triton's is, or the GPU's).
+    """
+    if not (coordinated and milvus_server):
+        return 1
+    return max(1, min(cpus, MAX_DEFAULT_WORKERS))
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class IndexConfig:
     index_type: str = "HNSW"
@@ -267,10 +313,25 @@ class ServerConfig:
     # pod's address (keep the port off public Services; a NetworkPolicy can limit it to the scraper).
     metrics_host: str = "127.0.0.1"
     coordination: CoordinationConfig = dataclasses.field(default_factory=CoordinationConfig)
+    # Front processes on one port (SO_REUSEPORT) under one supervisor (workers/); 1: this process serves alone.
+    # From the environment the default is default_workers(); here 1, what tests and embedders expect.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
             raise ConfigError(f"DEDUP_PORT must be 0..65535, got {self.port}")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"DEDUP_WORKERS must be 1..{MAX_WORKERS}, got {self.workers}")
+        if self.workers > 1 and not self.coordination.enabled:
+            raise ConfigError(
+                f"DEDUP_WORKERS={self.workers} needs DEDUP_ETCD_ENDPOINTS: each worker is a front, and fronts "
+                "take turns writing only through etcd (without it their insert_if_unique would race)"
+            )
+        if self.workers > 1 and milvus_backend_kind(self.milvus_uri) == "lite":
+            raise ConfigError(
+                f"DEDUP_WORKERS={self.workers} needs a Milvus server: Milvus Lite ({self.milvus_uri}) serves one "
+                "process only"
+            )
         for name in ("triton_timeout_s", "milvus_timeout_s", "backend_wait_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"DEDUP_{name.upper()} must be > 0 seconds, got {getattr(self, name)}")
@@ -316,6 +377,20 @@ class ServerConfig:
         env = os.environ if env is None else env
         reader = _EnvReader(env, prefix)
         defaults = cls()
+        coordination = CoordinationConfig(
+            endpoints=tuple(e.strip() for e in reader.text("ETCD_ENDPOINTS", "").split(",") if e.strip()),
+            prefix=reader.text("ETCD_PREFIX", CoordinationConfig.prefix),
+            lease_ttl_s=reader.integer("ETCD_LEASE_TTL_S", CoordinationConfig.lease_ttl_s),
+            call_timeout_s=reader.number("ETCD_TIMEOUT_S", CoordinationConfig.call_timeout_s),
+            margin_s=reader.number("ETCD_MARGIN_S", CoordinationConfig.margin_s),
+        )
+        milvus_uri = reader.text("MILVUS_URI", defaults.milvus_uri)
+        workers = (
+            default_workers(cpus=available_cpus(), coordinated=coordination.enabled,
+                            milvus_server=milvus_backend_kind(milvus_uri) == "server")
+            if reader.text("WORKERS", "auto").lower() == "auto"
+            else reader.integer("WORKERS", 1)
+        )
         index = IndexConfig(
             index_type=reader.text("INDEX_TYPE", IndexConfig.index_type).upper(),
             hnsw_m=reader.integer("HNSW_M", IndexConfig.hnsw_m),
@@ -347,7 +422,7 @@ class ServerConfig:
             triton_model=reader.text("TRITON_MODEL", defaults.triton_model),
             triton_timeout_s=reader.number("TRITON_TIMEOUT_S", defaults.triton_timeout_s),
             triton_shared_memory=reader.text("TRITON_SHM", defaults.triton_shared_memory).lower(),
-            milvus_uri=reader.text("MILVUS_URI", defaults.milvus_uri),
+            milvus_uri=milvus_uri,
             milvus_timeout_s=reader.number("MILVUS_TIMEOUT_S", defaults.milvus_timeout_s),
             backend_wait_s=reader.number("BACKEND_WAIT_S", defaults.backend_wait_s),
             milvus_token=reader.text("MILVUS_TOKEN", defaults.milvus_token),
@@ -364,20 +439,16 @@ class ServerConfig:
                 auth_token_file=reader.path("AUTH_TOKEN_FILE"),
                 allow_insecure=reader.flag("ALLOW_INSECURE", False),
             ),
-            decode_threads=reader.integer("DECODE_THREADS", defaults.decode_threads),
+            # Per worker: N workers share the cores (one worker: the CPU count, as always).
+            decode_threads=reader.integer("DECODE_THREADS", max(2, (os.cpu_count() or 2) // max(1, workers))),
             shutdown_grace_s=reader.number("SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
             metrics_port=(
                 None if reader.text("METRICS_PORT", "").lower() == "off"
                 else reader.integer("METRICS_PORT", defaults.metrics_port or 0)
             ),
             metrics_host=reader.text("METRICS_HOST", defaults.metrics_host),
-            coordination=CoordinationConfig(
-                endpoints=tuple(e.strip() for e in reader.text("ETCD_ENDPOINTS", "").split(",") if e.strip()),
-                prefix=reader.text("ETCD_PREFIX", CoordinationConfig.prefix),
-                lease_ttl_s=reader.integer("ETCD_LEASE_TTL_S", CoordinationConfig.lease_ttl_s),
-                call_timeout_s=reader.number("ETCD_TIMEOUT_S", CoordinationConfig.call_timeout_s),
-                margin_s=reader.number("ETCD_MARGIN_S", CoordinationConfig.margin_s),
-            ),
+            coordination=coordination,
+            workers=workers,
         )
 
 

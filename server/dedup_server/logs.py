@@ -21,6 +21,8 @@ from .config import ConfigError
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# A worker of a supervisor (DEDUP_WORKERS > 1) says which one it is; in JSON the `worker` field.
+WORKER_TEXT_FORMAT = "%(asctime)s %(levelname)s [worker %(worker)s] %(name)s: %(message)s"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,13 +66,28 @@ def json_formatter() -> logging.Formatter:
     )
 
 
-def log_handler(config: LogConfig, stream: TextIO | None = None) -> logging.Handler:
+class WorkerFilter(logging.Filter):
+    """Adds `worker` (its number under the supervisor) to every record."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
+
+
+def log_handler(config: LogConfig, stream: TextIO | None = None, *, worker: int | None = None) -> logging.Handler:
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(json_formatter() if config.format == "json" else logging.Formatter(TEXT_FORMAT))
+    text_format = TEXT_FORMAT if worker is None else WORKER_TEXT_FORMAT
+    handler.setFormatter(json_formatter() if config.format == "json" else logging.Formatter(text_format))
     handler.addFilter(TraceContextFilter())
+    if worker is not None:
+        handler.addFilter(WorkerFilter(worker))
     return handler
 
 
-def configure_logging(config: LogConfig) -> None:
-    """Route the root logger to one stderr handler in the configured format."""
-    logging.basicConfig(level=config.level, handlers=[log_handler(config)], force=True)
+def configure_logging(config: LogConfig, *, worker: int | None = None) -> None:
+    """Route the root logger to one stderr handler in the configured format (tagged with `worker` when given)."""
+    logging.basicConfig(level=config.level, handlers=[log_handler(config, worker=worker)], force=True)

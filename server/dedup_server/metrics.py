@@ -4,6 +4,10 @@ gRPC request metrics use the names of go-grpc-prometheus (grpc_server_handled_to
 grpc_server_handling_seconds), so stock dashboards and alerts apply; the rest are dedup_*.
 Metrics live in prometheus_client's default registry (one per process, with its process_* and
 python_* collectors); the components record into them at the few places where things happen.
+
+With DEDUP_WORKERS > 1 each worker records into files under PROMETHEUS_MULTIPROC_DIR (prometheus_client's
+multiprocess mode, chosen by that variable when prometheus_client is imported) and the supervisor alone serves
+/metrics, summing every worker's files (multiprocess_registry); process_* and python_* are then left out.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import dataclasses
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
 
 _GRPC_LABELS = ("grpc_service", "grpc_method", "grpc_code")
 # Whole RPCs, streams included: an IndexStream of a big folder runs for minutes.
@@ -32,7 +38,10 @@ RPC_SECONDS = Histogram(
 BATCH_SIZE = Histogram(
     "dedup_batch_size", "Items per micro-batch", ("batcher",), buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 )
-QUEUE_DEPTH = Gauge("dedup_batch_queue_depth", "Jobs waiting in a micro-batcher's queue", ("batcher",))
+# Across workers: the sum over the live ones (a single process ignores the mode).
+QUEUE_DEPTH = Gauge(
+    "dedup_batch_queue_depth", "Jobs waiting in a micro-batcher's queue", ("batcher",), multiprocess_mode="livesum"
+)
 TRITON_INFER_SECONDS = Histogram(
     "dedup_triton_infer_seconds", "Triton ModelInfer round trip for one batch", buckets=_BACKEND_BUCKETS
 )
@@ -41,6 +50,15 @@ MILVUS_SECONDS = Histogram(
     ("operation",), buckets=_BACKEND_BUCKETS,
 )
 INDEX_ITEMS = Counter("dedup_index_items_total", "IndexStream items answered, by item status", ("status",))
+WRITE_COORDINATION_SECONDS = Histogram(
+    "dedup_write_coordination_seconds",
+    "etcd time a write batch pays for its turn (fence: the front held the lock; acquire: it took it), waits excluded",
+    ("step",), buckets=_BACKEND_BUCKETS,
+)
+WRITE_LOCK_WAIT_SECONDS = Histogram(
+    "dedup_write_lock_wait_seconds", "Time a write batch waited for other fronts to hand a collection's lock over",
+    buckets=_BACKEND_BUCKETS,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +78,20 @@ class MetricsServer:
         self.thread.join(5)
 
 
-def start_metrics_server(host: str, port: int) -> MetricsServer:
-    """Serve /metrics on host:port (0 picks a free port)."""
+def multiprocess_registry(directory: Path) -> CollectorRegistry:
+    """A registry that sums what every worker wrote under `directory` (PROMETHEUS_MULTIPROC_DIR)."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return registry
+
+
+def start_metrics_server(host: str, port: int, registry: CollectorRegistry | None = None) -> MetricsServer:
+    """Serve /metrics on host:port (0 picks a free port): the process's default registry, or `registry`."""
     try:
-        httpd, thread = start_http_server(port, addr=host)
+        httpd, thread = (
+            start_http_server(port, addr=host) if registry is None else start_http_server(port, addr=host,
+                                                                                         registry=registry)
+        )
     except OSError as exc:
         raise OSError(
             f"cannot serve metrics on {host}:{port}: {exc.strerror} (DEDUP_METRICS_PORT=off disables it)"

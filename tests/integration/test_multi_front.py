@@ -123,6 +123,9 @@ class Fronts:
                 "DEDUP_TRITON_URL": triton.url, "DEDUP_MILVUS_URI": milvus.uri,
                 "DEDUP_ETCD_ENDPOINTS": etcd.endpoint, "DEDUP_ETCD_LEASE_TTL_S": str(LEASE_TTL_S),
                 "DEDUP_ETCD_MARGIN_S": "0.5", "DEDUP_METRICS_PORT": "off", "DEDUP_SHUTDOWN_GRACE_S": "2",
+                # One process per front: the faults below map the lock holder's pid to its front
+                # (test_front_workers.py races fronts of several workers).
+                "DEDUP_WORKERS": "1",
             }
             self.processes.append(FrontProcess(FrontConfig(
                 command=(sys.executable, "-m", "dedup_server"),

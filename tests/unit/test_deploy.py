@@ -74,7 +74,7 @@ def front_env_from_kubernetes(objects: list[dict[str, Any]]) -> dict[str, str]:
     env = dict(find(objects, "ConfigMap", source["configMapRef"]["name"])["data"])
     for var in front["env"]:
         env[var["name"]] = var.get("value", "secret-or-field")
-    env["DEDUP_DECODE_THREADS"] = "2"
+    env["DEDUP_DECODE_THREADS"] = env["DEDUP_WORKERS"] = "2"  # the container's CPU limit (resourceFieldRef)
     return env
 
 

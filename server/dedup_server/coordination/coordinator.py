@@ -42,6 +42,7 @@ from typing import Protocol
 from ..config import CoordinationConfig
 from ..deadline import Deadline, retry_async
 from ..errors import BackendUnavailable, DedupError
+from ..metrics import WRITE_COORDINATION_SECONDS, WRITE_LOCK_WAIT_SECONDS
 from . import etcd
 from .etcd import EtcdClient
 from .lease import LeasedDeadline, LeaseKeeper
@@ -146,6 +147,7 @@ class EtcdCoordinator:
         """Fence the lock when this front holds it (fresh=False), else take it, queueing behind others (True)."""
         started = time.monotonic()
         waited = 0.0
+        step = "fence"
         try:
             lease_id = await self._leases.ensure(deadline, self._config.margin_s)
             held = self._held.get(collection)
@@ -161,12 +163,16 @@ class EtcdCoordinator:
                     return held, False
                 logger.warning("write lock of %s was lost (its key is gone): taking it again", collection)
                 self._forget(collection)
+            step = "acquire"
             held, waited = await self._acquire(collection, lease_id, deadline)
             return held, True
         finally:
             self.stats.turns += 1
             self.stats.etcd_seconds += time.monotonic() - started - waited
             self.stats.wait_seconds += waited
+            WRITE_COORDINATION_SECONDS.labels(step).observe(time.monotonic() - started - waited)
+            if waited:
+                WRITE_LOCK_WAIT_SECONDS.observe(waited)
 
     async def _acquire(self, collection: str, lease_id: int, deadline: Deadline) -> tuple[_Held, float]:
         prefix = self._prefix(collection)
