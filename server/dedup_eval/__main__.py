@@ -294,7 +294,7 @@ def _served_rule(stats: StatsResult) -> VerificationRule | None:
 
 
 def to_verify_ids(result: QueryResult, threshold: float, rule: VerificationRule) -> list[str]:
-    hits = [Hit(id=c.id, similarity=c.similarity, metadata={}) for c in result.candidates]
+    hits = [Hit(id=c.id, similarity=c.similarity, metadata={}, framed=c.framed) for c in result.candidates]
     return to_verify(hits, threshold, rule)
 
 
@@ -302,9 +302,11 @@ def _band_sample(
     results: Sequence[QueryResult], table: Mapping[tuple[str, str], PairEvidence], rule: VerificationRule,
     lo: float, hi: float,
 ) -> tuple[int, int]:
-    """(unrelated pairs in [lo, hi) with evidence, how many of them pass the rule): q's sample."""
+    """(unrelated pairs in [lo, hi) with evidence, framed ones above it too, how many of them pass the rule): q's
+    sample."""
     band = [table[(r.id, c.id)] for r in results for c in r.candidates
-            if c.id != r.expected and lo <= c.similarity < hi and (r.id, c.id) in table]
+            if c.id != r.expected and lo <= c.similarity and (c.similarity < hi or c.framed)
+            and (r.id, c.id) in table]
     return len(band), sum(rule.passes(p.verified(rule).evidence) for p in band)
 
 

@@ -84,32 +84,39 @@ def choose(
         rows = []
         for c in r.candidates[:MAX_PER_QUERY]:
             pair = table.get((r.id, c.id))
-            rows.append((c.similarity, c.id == r.expected, tuple(_passes(pair, m, cov) for m, cov in rules)))
+            rows.append((c.similarity, c.id == r.expected, tuple(_passes(pair, m, cov) for m, cov in rules),
+                         c.framed))
         compact.append(rows)
     positives = sum(1 for r in results if r.expected is not None)
     # Unrelated pairs with evidence, for q.
-    unrelated = [(r.id, c.id, c.similarity) for r in results for c in r.candidates[:MAX_PER_QUERY]
+    unrelated = [(r.id, c.id, c.similarity, c.framed) for r in results for c in r.candidates[:MAX_PER_QUERY]
                  if c.id != r.expected and (r.id, c.id) in table]
-    u_sims = np.array([s for _, _, s in unrelated])
-    u_pass = np.array([[_passes(table[(q, c)], m, cov) for m, cov in rules] for q, c, _ in unrelated]).reshape(
+    u_sims = np.array([s for _, _, s, _ in unrelated])
+    u_framed = np.array([framed for _, _, _, framed in unrelated], dtype=bool)
+    u_pass = np.array([[_passes(table[(q, c)], m, cov) for m, cov in rules] for q, c, _, _ in unrelated]).reshape(
         len(unrelated), len(rules))
-    tail = falsealarm.fit_tail(pairs.similarities, pairs.total)
+    # Accepted alone: only pairs whose similarity is the whole image's (framed ones are verified however high).
+    whole = pairs.whole()
+    tail, tail_whole = falsealarm.fit_tail(pairs.similarities, pairs.total), falsealarm.fit_tail(
+        whole.similarities, whole.total)
     tails = falsealarm.bootstrap_tails(pairs)
-    upper = {hi: falsealarm.upper_survival(tails, hi) for hi in HIGHS}
+    upper = {hi: falsealarm.upper_survival(falsealarm.bootstrap_tails(whole), hi) for hi in HIGHS}
     tried: list[Choice] = []
     for lo, hi in itertools.product(LOWS, HIGHS):
         if lo >= hi:
             continue
         p_hi = upper[hi]
-        p_band = max(0.0, tail.survival(lo, pairs.similarities) - tail.survival(hi, pairs.similarities))
-        in_band = (u_sims >= lo) & (u_sims < hi)
-        verified_share = sum(1 for rows in compact if any(lo <= row[0] < hi for row in rows)) / max(1, len(compact))
+        p_band = max(0.0, tail.survival(lo, pairs.similarities) - tail_whole.survival(hi, whole.similarities))
+        in_band = (u_sims >= lo) & ((u_sims < hi) | u_framed) if len(u_sims) else np.zeros(0, dtype=bool)
+        verified_share = sum(
+            1 for rows in compact if any(lo <= row[0] and (row[0] < hi or row[3]) for row in rows)
+        ) / max(1, len(compact))
         for index, (m, cov) in enumerate(rules):
             tp = fp = 0
             for rows in compact:
                 verified = 0
-                for similarity, correct, passed in rows:
-                    if similarity >= hi:
+                for similarity, correct, passed, framed in rows:
+                    if similarity >= hi and not framed:
                         match = True
                     elif similarity >= lo and verified < MAX_CANDIDATES:
                         verified += 1

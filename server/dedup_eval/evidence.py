@@ -35,9 +35,10 @@ _LIMITS = DecodeLimits()
 class PairEvidence:
     plain: Evidence
     mirrored: Evidence
+    framed: Evidence = Evidence.none()  # the framed photo's (framing.py); none when the query shows no frame
 
     def verified(self, rule: VerificationRule) -> Verified:
-        return choose(self.plain, lambda: self.mirrored, rule)
+        return choose(self.plain, lambda: self.framed, lambda: self.mirrored, rule)
 
 
 def _stored(data: bytes) -> Features:
@@ -60,11 +61,15 @@ def compute(split: Split, results: Sequence[QueryResult], *, workers: int = 2) -
             if not pairs:
                 return {}
             data = images[result.id]
-            decoded = decode_with_thumbnail(data, _LIMITS, grey=True, thumbnail_side=signature.SIDE).thumbnail
-            plain, mirrored = geometry.extract(decoded), geometry.extract(decoded, mirrored=True)
+            decoded = decode_with_thumbnail(data, _LIMITS, grey=True, thumbnail_side=signature.SIDE, framed=True)
+            plain = geometry.extract(decoded.thumbnail)
+            mirrored = geometry.extract(decoded.thumbnail, mirrored=True)
+            framed = None if decoded.framed_thumbnail is None else geometry.extract(decoded.framed_thumbnail)
             return {
-                (result.id, cid): PairEvidence(geometry.match(plain, stored[cid]),
-                                               geometry.match(mirrored, stored[cid]))
+                (result.id, cid): PairEvidence(
+                    geometry.match(plain, stored[cid]), geometry.match(mirrored, stored[cid]),
+                    Evidence.none() if framed is None else geometry.match(framed, stored[cid]),
+                )
                 for cid in pairs
             }
 

@@ -40,19 +40,31 @@ class UnrelatedPairs:
     similarities: np.ndarray  # float64, of pairs with similarity >= the raw threshold
     per_query: Sequence[np.ndarray]  # the same, grouped by query (for the bootstrap)
     pairs_per_query: Sequence[int]  # unrelated pairs of each query (indexed photos minus its own)
+    # The same pairs without those whose similarity is the framed photo's (framing.py): such a pair is verified
+    # however high it scores, so it never counts towards p_hi (accepted alone); it counts in the band, p_band.
+    whole_per_query: Sequence[np.ndarray] = ()
 
     @property
     def total(self) -> int:
         return int(sum(self.pairs_per_query))
 
+    def whole(self) -> UnrelatedPairs:
+        """The pairs that can be accepted on cosine alone (every listed pair when none is framed)."""
+        if not self.whole_per_query:
+            return self
+        return UnrelatedPairs(similarities=np.concatenate(self.whole_per_query), per_query=self.whole_per_query,
+                              pairs_per_query=self.pairs_per_query)
+
 
 def unrelated_pairs(results: Sequence[QueryResult], indexed: int) -> UnrelatedPairs:
-    per_query, counts = [], []
+    per_query, whole, counts = [], [], []
     for result in results:
-        per_query.append(np.array([c.similarity for c in result.candidates if c.id != result.expected]))
+        unrelated = [c for c in result.candidates if c.id != result.expected]
+        per_query.append(np.array([c.similarity for c in unrelated]))
+        whole.append(np.array([c.similarity for c in unrelated if not c.framed]))
         counts.append(indexed - (result.expected is not None))
     return UnrelatedPairs(similarities=np.concatenate(per_query) if per_query else np.zeros(0),
-                          per_query=per_query, pairs_per_query=counts)
+                          per_query=per_query, pairs_per_query=counts, whole_per_query=whole)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,12 +157,16 @@ def model(
     bootstrap: int = BOOTSTRAP,
 ) -> FalseAlarmModel:
     """The model for a band [lo, hi) whose unrelated band pairs passed verification band_passed of band_pairs."""
-    tail = fit_tail(pairs.similarities, pairs.total)
-    p_hi = tail.survival(hi, pairs.similarities)
+    # p_hi from the pairs that can be accepted alone; p_band from every pair at or above lo, less those.
+    whole = pairs.whole()
+    tail, tail_whole = fit_tail(pairs.similarities, pairs.total), fit_tail(whole.similarities, whole.total)
+    p_hi = tail_whole.survival(hi, whole.similarities)
     p_band = max(0.0, tail.survival(lo, pairs.similarities) - p_hi)
     draws_hi, draws_band = [], []
-    for fitted, sims in bootstrap_tails(pairs, bootstrap):
-        draw_hi = fitted.survival(hi, sims)
+    for (fitted, sims), (fitted_whole, sims_whole) in zip(
+        bootstrap_tails(pairs, bootstrap), bootstrap_tails(whole, bootstrap), strict=True
+    ):
+        draw_hi = fitted_whole.survival(hi, sims_whole)
         draws_hi.append(draw_hi)
         draws_band.append(max(0.0, fitted.survival(lo, sims) - draw_hi))
     q = band_passed / band_pairs if band_pairs else 0.0

@@ -69,7 +69,7 @@ def verified_decision(
 
     def decide_one(result: QueryResult) -> Sequence[str]:
         lowest = threshold - rule.below
-        hits = [Hit(id=c.id, similarity=c.similarity, metadata={}) for c in result.candidates
+        hits = [Hit(id=c.id, similarity=c.similarity, metadata={}, framed=c.framed) for c in result.candidates
                 if c.similarity >= lowest and (within is None or c.id in within)]
         verified = verified_for(result, to_verify(hits, threshold, rule), table, rule)
         return [h.id for h in server_decide(hits, "", FlipPolicy.DEFAULT, threshold, len(hits) or 1, rule=rule,

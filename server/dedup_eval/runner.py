@@ -31,6 +31,7 @@ TOP_K = 100
 class Candidate:
     id: str
     similarity: float
+    framed: bool = False  # the similarity is the framed photo's (framing.py): verified however high
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +77,7 @@ def run_split(client: DedupClient, split: Split, *, concurrency: int = 8, decide
     def check(query: Query) -> QueryResult:
         raw = client.check(query.image, collection=collection, threshold=RAW_THRESHOLD, top_k=TOP_K,
                            cosine_only=True)
-        candidates = [Candidate(m.id, m.similarity) for m in raw.matches]
+        candidates = [Candidate(m.id, m.similarity, m.framed) for m in raw.matches]
         if not decided:
             return QueryResult(id=query.id, transform=query.transform, expected=query.expected,
                                candidates=candidates, decided=(), decided_mirrors_distinct=())

@@ -22,9 +22,14 @@ COSINE_ONLY: Final = VerificationRule()
 
 
 def _best_per_id(hits: Sequence[Hit]) -> list[Hit]:
+    """One hit per id, its highest similarity; on a tie the whole image's (framed=False) rather than the framed
+    photo's."""
     best: dict[str, Hit] = {}
     for hit in hits:
-        if hit.id not in best or hit.similarity > best[hit.id].similarity:
+        known = best.get(hit.id)
+        if known is None or hit.similarity > known.similarity or (
+            hit.similarity == known.similarity and known.framed and not hit.framed
+        ):
             best[hit.id] = hit
     return sorted(best.values(), key=lambda h: h.similarity, reverse=True)
 
@@ -33,7 +38,7 @@ def to_verify(hits: Sequence[Hit], threshold: float, rule: VerificationRule) -> 
     """The ids whose decision needs local features: in the band, best first, at most rule.max_candidates."""
     if not rule.enabled:
         return []
-    in_band = [hit.id for hit in _best_per_id(hits) if rule.in_band(hit.similarity, threshold)]
+    in_band = [hit.id for hit in _best_per_id(hits) if rule.in_band(hit.similarity, threshold, framed=hit.framed)]
     return in_band[: rule.max_candidates]
 
 
@@ -50,9 +55,9 @@ def decide(
     matches = []
     for hit in _best_per_id(hits):
         found = verified.get(hit.id) if verified is not None else None
-        if verified is not None and found is None and rule.in_band(hit.similarity, threshold):
+        if verified is not None and found is None and rule.in_band(hit.similarity, threshold, framed=hit.framed):
             continue
-        if not rule.is_duplicate(hit.similarity, threshold, found.evidence if found else None):
+        if not rule.is_duplicate(hit.similarity, threshold, found.evidence if found else None, framed=hit.framed):
             continue
         passed = found is not None and rule.passes(found.evidence)
         mirrored = found.mirrored if passed and found is not None else is_mirror(query_layout, hit.layout)

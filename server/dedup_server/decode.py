@@ -34,7 +34,10 @@ class DecodeLimits:
 class Decoded:
     pixels: np.ndarray  # uint8 [size, size, 3]: the model input
     thumbnail: np.ndarray  # uint8 [h, w] grey, longest side at most the requested side: local features' input
-    framed: np.ndarray | None = None  # uint8 [size, size, 3]: the photo inside a frame (framing.py), if asked and found
+    # The photo inside a frame (framing.py), when asked for and found: its model input, uint8 [size, size, 3], and
+    # its part of the thumbnail (local features of the photo alone, without the frame's).
+    framed: np.ndarray | None = None
+    framed_thumbnail: np.ndarray | None = None
 
 
 def decode_image(data: bytes, limits: DecodeLimits, *, grey: bool = False) -> np.ndarray:
@@ -119,7 +122,8 @@ def _to_model_input(image: Image.Image, size: int, *, grey: bool, thumbnail_side
     inner = box.scaled(width / target[0], height / target[1], width, height)
     photo = image.crop((inner.left, inner.top, inner.left + inner.width, inner.top + inner.height))
     return Decoded(pixels=array, thumbnail=thumbnail,
-                   framed=np.asarray(_to_rgb_at(photo, (size, size)), dtype=np.uint8))
+                   framed=np.asarray(_to_rgb_at(photo, (size, size)), dtype=np.uint8),
+                   framed_thumbnail=thumbnail[box.top:box.top + box.height, box.left:box.left + box.width].copy())
 
 
 def _to_rgb_at(image: Image.Image, target: tuple[int, int]) -> Image.Image:

@@ -68,6 +68,7 @@ class Hit:
     mirrored: bool = False  # the stored image is the query mirrored (see flip.py)
     verified: bool = False  # geometric verification ran and passed (verification/)
     inliers: int = 0  # keypoint matches that agreed, when verification ran
+    framed: bool = False  # the similarity is the framed photo's (framing.py): never a duplicate on cosine alone
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -144,6 +144,7 @@ class _WriteJob:
     signature: str = ""  # what is stored of the thumbnail (verification/signature.py)
     rule: VerificationRule = COSINE_ONLY
     view: np.ndarray | None = None  # the framed photo's embedding (framing.py): searched too, never stored
+    framed_thumbnail: np.ndarray | None = None  # the framed photo's part of the thumbnail, for its local features
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -233,7 +234,8 @@ class DedupService:
                 _WriteJob(collection, image_id, vector, metadata | await _facts(self._decode_pool, query.image),
                           True, threshold, top_k, deadline=caller,
                           flip_policy=policy, layout=layout, thumbnail=embedded.thumbnail,
-                          signature=embedded.signature, rule=rule, view=embedded.view)
+                          signature=embedded.signature, rule=rule, view=embedded.view,
+                          framed_thumbnail=embedded.framed_thumbnail)
             )
             return CheckOutcome(
                 matches=result.matches, inserted=result.inserted, model=model.label, threshold=threshold
@@ -247,14 +249,17 @@ class DedupService:
                     self._deadline(caller), "Milvus search",
                 )
             )
-        # The framed photo's hits join the whole image's: each candidate counts with its better similarity.
-        hits = [hit for view_hits in found for hit in view_hits]
-        verified = await self._verify(milvus_name, hits, embedded.thumbnail, threshold, rule, caller)
+        # The framed photo's hits join the whole image's: each candidate counts with its better similarity, and one
+        # found through the framed photo is verified however high it scores (verification/rule.py).
+        hits = list(found[0]) + [dataclasses.replace(hit, framed=True) for view_hits in found[1:] for hit in view_hits]
+        verified = await self._verify(
+            milvus_name, hits, QueryFeatures(embedded.thumbnail, embedded.framed_thumbnail), threshold, rule, caller
+        )
         matches = decide(hits, layout, policy, threshold, top_k, rule=rule, verified=verified)
         return CheckOutcome(matches=matches, inserted=False, model=model.label, threshold=threshold)
 
     async def _verify(
-        self, milvus_name: str, hits: Sequence[Hit], thumbnail: np.ndarray, threshold: float,
+        self, milvus_name: str, hits: Sequence[Hit], query: QueryFeatures, threshold: float,
         rule: VerificationRule, caller: Deadline | None,
     ) -> dict[str, Verified] | None:
         """Evidence for the band candidates of one query (None: the collection keeps no signatures)."""
@@ -269,7 +274,7 @@ class DedupService:
                 self._deadline(caller), "Milvus get signatures",
             )
             # One task per candidate: OpenCV releases the GIL, so candidates are verified on every decode thread.
-            query, loop = QueryFeatures(thumbnail), asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
             parts = await asyncio.gather(*(
                 loop.run_in_executor(self._decode_pool, verify, query, {candidate: stored}, rule)
                 for candidate, stored in signatures.items()
@@ -327,6 +332,7 @@ class DedupService:
                 _WriteJob(collection, image_id, embedded.vector, metadata, item.skip_duplicates, threshold,
                           self._config.default_top_k, deadline=caller, flip_policy=policy, layout=embedded.layout,
                           thumbnail=embedded.thumbnail, signature=embedded.signature, view=embedded.view,
+                          framed_thumbnail=embedded.framed_thumbnail,
                           # Verified only where the decision changes what is stored: a plain ingest stores the item
                           # anyway, and its matches (cosine at the threshold) are for information.
                           rule=_rule(calibration, cosine_only=not item.skip_duplicates or item.threshold > 0)),
@@ -487,7 +493,8 @@ class DedupService:
             for pixels in inputs
         ))
         return _Embedded(vector=vectors[0], layout=decoded.layout, thumbnail=decoded.thumbnail,
-                         signature=decoded.signature, view=vectors[1] if len(vectors) > 1 else None)
+                         signature=decoded.signature, view=vectors[1] if len(vectors) > 1 else None,
+                         framed_thumbnail=decoded.framed_thumbnail)
 
     async def _write(self, job: _WriteJob, *, wait_for_room: bool = False) -> _WriteResult:
         result = await _before(job.deadline, self.write_batcher.submit(job, wait_for_room=wait_for_room), "Milvus")
@@ -570,19 +577,22 @@ class DedupService:
             )
         found = [list(hits) for hits in searched[:len(jobs)]]
         for j, view_hits in zip(framed, searched[len(jobs):], strict=True):
-            found[j].extend(view_hits)
+            found[j].extend(dataclasses.replace(hit, framed=True) for hit in view_hits)
         verifiable = self._index.has_signatures(milvus_name)
         stored_signatures = self._band_signatures(milvus_name, jobs, found, deadline) if verifiable else {}
         # Items stored earlier in this batch are not in Milvus yet: compare with them directly. One product for
         # every pair; only pairs that can match (at or above the bottom of the item's band) become hits.
-        in_batch = np.maximum(vectors @ vectors.T, views @ vectors.T)
-        evidence = self._batch_evidence(jobs, found, in_batch, stored_signatures) if verifiable else None
+        whole, through_views = vectors @ vectors.T, views @ vectors.T
+        in_batch, framed_in_batch = np.maximum(whole, through_views), through_views > whole
+        evidence = (self._batch_evidence(jobs, found, in_batch, framed_in_batch, stored_signatures)
+                    if verifiable else None)
         accepted: dict[str, int] = {}  # id -> position in jobs, for the items this batch stores
         results: list[_WriteResult] = []
         for j, job in enumerate(jobs):
             lowest = job.threshold - job.rule.below
             earlier = [k for other_id, k in accepted.items() if other_id != job.id and in_batch[j, k] >= lowest]
-            hits = _without(found[j], job.id) + _batch_hits(jobs, earlier, in_batch[j, earlier])
+            hits = _without(found[j], job.id) + _batch_hits(jobs, earlier, in_batch[j, earlier],
+                                                            framed_in_batch[j, earlier])
             verified = None
             if evidence is not None:
                 verified = {i: evidence[j][i] for i in to_verify(hits, job.threshold, job.rule) if i in evidence[j]}
@@ -615,19 +625,20 @@ class DedupService:
 
     def _batch_evidence(
         self, jobs: Sequence[_WriteJob], found: Sequence[Sequence[Hit]], in_batch: np.ndarray,
-        stored_signatures: Mapping[str, str],
+        framed_in_batch: np.ndarray, stored_signatures: Mapping[str, str],
     ) -> list[dict[str, Verified]]:
         """Evidence for every candidate each item's decision could verify, computed on the decode threads at once
         (blocking; the write stage's thread waits). Which earlier items of the batch end up stored is only known
         item by item, so each item is verified against every earlier one in its band, stored or not, besides its
         Milvus candidates; the serial pass then picks what its decision needs."""
         tasks: list[tuple[int, str, str]] = []
-        queries = [QueryFeatures(_thumbnail_of(job)) for job in jobs]
+        queries = [QueryFeatures(_thumbnail_of(job), job.framed_thumbnail) for job in jobs]
         for j, job in enumerate(jobs):
             for candidate in to_verify(_without(found[j], job.id), job.threshold, job.rule):
                 tasks.append((j, candidate, stored_signatures.get(candidate, "")))
             for k in range(j):
-                if jobs[k].id != job.id and job.rule.in_band(float(in_batch[j, k]), job.threshold):
+                if jobs[k].id != job.id and job.rule.in_band(float(in_batch[j, k]), job.threshold,
+                                                             framed=bool(framed_in_batch[j, k])):
                     tasks.append((j, jobs[k].id, jobs[k].signature))
         evidence: list[dict[str, Verified]] = [{} for _ in jobs]
         futures = [self._decode_pool.submit(verify, queries[j], {candidate: stored}, jobs[j].rule)
@@ -677,6 +688,7 @@ class _Decoded:
     thumbnail: np.ndarray
     signature: str
     framed: np.ndarray | None  # the model input of the photo inside a frame (framing.py), when found
+    framed_thumbnail: np.ndarray | None  # and its part of the thumbnail
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -686,6 +698,7 @@ class _Embedded:
     thumbnail: np.ndarray
     signature: str  # "" unless asked for (writes)
     view: np.ndarray | None = None  # the framed photo's embedding, when asked for and found
+    framed_thumbnail: np.ndarray | None = None
 
 
 def _decode_for_embedding(image: bytes, limits: DecodeLimits, grey: bool, signed: bool, framed: bool) -> _Decoded:
@@ -693,6 +706,7 @@ def _decode_for_embedding(image: bytes, limits: DecodeLimits, grey: bool, signed
     return _Decoded(
         pixels=decoded.pixels, layout=layout_of(decoded.pixels), thumbnail=decoded.thumbnail,
         signature=signature.make_signature(decoded.thumbnail) if signed else "", framed=decoded.framed,
+        framed_thumbnail=decoded.framed_thumbnail,
     )
 
 
@@ -735,10 +749,13 @@ def _thumbnail_of(job: _WriteJob) -> np.ndarray:
     return job.thumbnail if job.thumbnail is not None else np.zeros((0, 0), dtype=np.uint8)
 
 
-def _batch_hits(jobs: Sequence[_WriteJob], positions: Sequence[int], similarities: np.ndarray) -> list[Hit]:
+def _batch_hits(
+    jobs: Sequence[_WriteJob], positions: Sequence[int], similarities: np.ndarray, framed: np.ndarray
+) -> list[Hit]:
     return [
-        Hit(id=jobs[k].id, similarity=float(similarity), metadata=jobs[k].metadata, layout=jobs[k].layout)
-        for k, similarity in zip(positions, similarities, strict=True)
+        Hit(id=jobs[k].id, similarity=float(similarity), metadata=jobs[k].metadata, layout=jobs[k].layout,
+            framed=bool(through_frame))
+        for k, similarity, through_frame in zip(positions, similarities, framed, strict=True)
     ]
 
 

@@ -198,7 +198,7 @@ def _matches(hits: Sequence[Hit]) -> list[dedup_pb2.Match]:
     return [
         # Only the client's metadata: the server's own facts (reserved keys) stay inside.
         dedup_pb2.Match(id=hit.id, similarity=hit.similarity, metadata=public_metadata(hit.metadata),
-                        mirrored=hit.mirrored, verified=hit.verified, inliers=hit.inliers)
+                        mirrored=hit.mirrored, verified=hit.verified, inliers=hit.inliers, framed=hit.framed)
         for hit in hits
     ]
 

@@ -5,14 +5,21 @@ Real photos from ../shared/eval, framed here at known positions, so the found bo
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from dedup_server import framing
+from dedup_server.decision import COSINE_ONLY, decide, to_verify
 from dedup_server.decode import DecodeLimits, decode_with_thumbnail
-from dedup_server.verification import signature
+from dedup_server.flip import FlipPolicy
+from dedup_server.index import Hit
+from dedup_server.verification import geometry, signature
+from dedup_server.verification.geometry import Evidence
+from dedup_server.verification.rule import VerificationRule
+from dedup_server.verification.verifier import QueryFeatures, Verified, choose
 from PIL import Image, ImageDraw
 
 LIMITS = DecodeLimits()
@@ -118,3 +125,67 @@ def test_decode_gives_the_framed_photo_as_a_model_input(photos: list[Image.Image
     assert plain.framed is None
     unasked = decode_with_thumbnail(_png(canvas), LIMITS, grey=True, thumbnail_side=signature.SIDE)
     assert unasked.framed is None
+
+
+_PASS, _FAIL = Evidence(inliers=40, coverage=0.3, matches=60), Evidence(inliers=5, coverage=0.01, matches=30)
+_RULE = VerificationRule(below=0.1, above=0.1, min_inliers=12, min_coverage=0.005)
+
+
+@pytest.mark.parametrize(("plain", "framed", "mirrored", "expected"), [
+    pytest.param(_PASS, _FAIL, _FAIL, Verified(_PASS, mirrored=False), id="whole-query"),
+    pytest.param(_FAIL, _PASS, _FAIL, Verified(_PASS, mirrored=False), id="framed-photo"),
+    pytest.param(_FAIL, Evidence.none(), _PASS, Verified(_PASS, mirrored=True), id="mirrored"),
+    pytest.param(_FAIL, Evidence.none(), Evidence.none(), Verified(_FAIL, mirrored=False), id="none-strongest"),
+])
+def test_the_framed_photo_is_tried_after_the_whole_query_and_before_its_mirror(
+    plain: Evidence, framed: Evidence, mirrored: Evidence, expected: Verified
+) -> None:
+    assert choose(plain, lambda: framed, lambda: mirrored, _RULE) == expected
+
+
+def test_a_screenshot_verifies_through_its_framed_photo(photos: list[Image.Image]) -> None:
+    stored = signature.signature_pixels(signature.make_signature(
+        decode_with_thumbnail(_jpeg(photos[0]), LIMITS, grey=True, thumbnail_side=signature.SIDE).thumbnail))
+    canvas, _ = _screenshot(photos[0], dark=True)
+    decoded = decode_with_thumbnail(_png(canvas), LIMITS, grey=True, thumbnail_side=signature.SIDE, framed=True)
+    assert stored is not None and decoded.framed_thumbnail is not None
+    query = QueryFeatures(decoded.thumbnail, decoded.framed_thumbnail)
+    framed_features = query.framed()
+    assert framed_features is not None
+    assert _RULE.passes(geometry.match(framed_features, geometry.extract(stored)))
+    assert QueryFeatures(decoded.thumbnail).framed() is None
+
+
+_BAND = VerificationRule(below=0.4, above=0.1, min_inliers=12, min_coverage=0.005)  # threshold 0.85: [0.45, 0.95)
+
+
+@pytest.mark.parametrize(("similarity", "framed", "in_band"), [
+    pytest.param(0.97, False, False, id="whole-above-band"),
+    pytest.param(0.97, True, True, id="framed-above-band-is-verified"),
+    pytest.param(0.60, True, True, id="framed-in-band"),
+    pytest.param(0.40, True, False, id="framed-below-band"),
+])
+def test_a_framed_candidate_has_no_top_to_its_band(similarity: float, framed: bool, in_band: bool) -> None:
+    assert _BAND.in_band(similarity, 0.85, framed=framed) is in_band
+    assert COSINE_ONLY.in_band(similarity, 0.85, framed=framed) is False
+
+
+def test_a_framed_candidate_is_a_duplicate_only_when_verified() -> None:
+    framed = Hit(id="a", similarity=0.97, metadata={}, framed=True)
+    assert to_verify([framed], 0.85, _BAND) == ["a"]
+    assert decide([framed], "", FlipPolicy.DEFAULT, 0.85, 5, rule=_BAND, verified={}) == []
+    rejected = {"a": Verified(_FAIL, mirrored=False)}
+    assert decide([framed], "", FlipPolicy.DEFAULT, 0.85, 5, rule=_BAND, verified=rejected) == []
+    passed = decide([framed], "", FlipPolicy.DEFAULT, 0.85, 5, rule=_BAND, verified={"a": Verified(_PASS, False)})
+    assert [(m.id, m.framed, m.verified) for m in passed] == [("a", True, True)]
+    # Without a band (cosine_only, or collections without signatures) the cosine decides, framed or not.
+    assert [m.id for m in decide([framed], "", FlipPolicy.DEFAULT, 0.85, 5)] == ["a"]
+
+
+def test_the_whole_image_s_hit_wins_a_tie_with_the_framed_photo_s() -> None:
+    whole = Hit(id="a", similarity=0.97, metadata={})
+    framed = dataclasses.replace(whole, framed=True)
+    for hits in ([whole, framed], [framed, whole]):
+        assert [m.framed for m in decide(hits, "", FlipPolicy.DEFAULT, 0.85, 5, rule=_BAND, verified={})] == [False]
+    higher = dataclasses.replace(framed, similarity=0.99)
+    assert to_verify([whole, higher], 0.85, _BAND) == ["a"]  # its best similarity is the framed photo's

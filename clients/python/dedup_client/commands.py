@@ -221,6 +221,7 @@ def run_check(client: DedupClient, opts: CheckOptions, *, as_json: bool) -> int:
             meta = " ".join(f"{k}={v}" for k, v in sorted(match.metadata.items()))
             mirrored = "  (mirrored)" if match.mirrored else ""
             verified = f"  (verified: {match.inliers} inliers)" if match.verified else ""
+            verified += "  (through its framed photo)" if match.framed else ""
             print(f"  {match.id}  {match.similarity:.4f}{mirrored}{verified}  {meta}".rstrip())
     if opts.insert:
         print(f"inserted: {'yes' if result.inserted else 'no'} (id {opts.id})")

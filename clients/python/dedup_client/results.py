@@ -53,6 +53,7 @@ class MatchResult:
     mirrored: bool = False
     verified: bool = False  # geometric verification ran and passed (candidates near the threshold)
     inliers: int = 0  # local-feature matches that agreed, when it ran
+    framed: bool = False  # found through the photo inside the query's frame (a screenshot's, a letterboxed one)
 
 
 class KeepPolicy(enum.Enum):
@@ -220,7 +221,7 @@ class StatsResult:
 def match_from_proto(msg: dedup_pb2.Match) -> MatchResult:
     return MatchResult(
         id=msg.id, similarity=_f32(msg.similarity), metadata=dict(msg.metadata), mirrored=msg.mirrored,
-        verified=msg.verified, inliers=msg.inliers,
+        verified=msg.verified, inliers=msg.inliers, framed=msg.framed,
     )
 
 

@@ -6,7 +6,10 @@
 
 So verification can both reject a look-alike above the threshold and accept a real copy below it. A candidate in
 the band with no signature (stored before signatures existed) is decided by the cosine against the threshold, as
-before. The band and the evidence rule are calibrated per model by `make eval CALIBRATE=1` (thresholds.py).
+before. A *framed* candidate (found through the photo inside the query's frame, framing.py) has no top to its
+band: a partial view is never enough on cosine alone, so it is verified however high it scores; this also keeps
+the extra view out of the false-alarm model's accepted-alone term. The band and the evidence rule are calibrated
+per model by `make eval CALIBRATE=1` (thresholds.py).
 """
 
 from __future__ import annotations
@@ -43,15 +46,19 @@ class VerificationRule:
     def enabled(self) -> bool:
         return self.below > 0 or self.above > 0
 
-    def in_band(self, similarity: float, threshold: float) -> bool:
-        return self.enabled and threshold - self.below <= similarity < threshold + self.above
+    def in_band(self, similarity: float, threshold: float, *, framed: bool = False) -> bool:
+        if not self.enabled or similarity < threshold - self.below:
+            return False
+        return framed or similarity < threshold + self.above
 
     def passes(self, evidence: Evidence) -> bool:
         return evidence.inliers >= self.min_inliers and evidence.coverage >= self.min_coverage
 
-    def verdict(self, similarity: float, threshold: float, evidence: Evidence | None) -> Verdict:
+    def verdict(
+        self, similarity: float, threshold: float, evidence: Evidence | None, *, framed: bool = False
+    ) -> Verdict:
         """``evidence``: None when the candidate could not be verified (no signature, or not among the verified)."""
-        if similarity >= threshold + self.above:
+        if similarity >= threshold + self.above and not (framed and self.enabled):
             return Verdict.ACCEPTED
         if similarity < threshold - self.below:
             return Verdict.BELOW
@@ -59,8 +66,10 @@ class VerificationRule:
             return Verdict.UNVERIFIABLE
         return Verdict.VERIFIED if self.passes(evidence) else Verdict.REJECTED
 
-    def is_duplicate(self, similarity: float, threshold: float, evidence: Evidence | None) -> bool:
-        verdict = self.verdict(similarity, threshold, evidence)
+    def is_duplicate(
+        self, similarity: float, threshold: float, evidence: Evidence | None, *, framed: bool = False
+    ) -> bool:
+        verdict = self.verdict(similarity, threshold, evidence, framed=framed)
         if verdict is Verdict.UNVERIFIABLE:
             return similarity >= threshold
         return verdict in (Verdict.ACCEPTED, Verdict.VERIFIED)

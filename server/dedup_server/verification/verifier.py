@@ -1,8 +1,9 @@
 """Verify candidates against a query: which of them share the query's geometry (or its mirror's).
 
 Blocking (OpenCV, which releases the GIL): the service calls it from a worker thread. The query's features are
-extracted once, and its mirrored features only when a candidate fails unmirrored, since ORB descriptors are not
-mirror-invariant while pooled embeddings are.
+extracted once; those of the photo inside its frame (framing.py: a screenshot's photo, without the UI's corners,
+which take most of the 500 features otherwise) only when a candidate fails on the whole query; its mirrored
+features only when that fails too, since ORB descriptors are not mirror-invariant while pooled embeddings are.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ class QueryFeatures:
     """The query's features, extracted on first use (most checks have no candidate in the band); candidates may be
     verified from several threads at once, so the extraction is guarded."""
 
-    def __init__(self, thumbnail: np.ndarray) -> None:
+    def __init__(self, thumbnail: np.ndarray, framed: np.ndarray | None = None) -> None:
         self._thumbnail = thumbnail
+        self._framed_thumbnail = framed if framed is not None and framed.size > 0 else None
         self._plain: Features | None = None
+        self._framed: Features | None = None
         self._mirrored: Features | None = None
         self._lock = threading.Lock()
 
@@ -45,6 +48,15 @@ class QueryFeatures:
             if self._plain is None:
                 self._plain = geometry.extract(self._thumbnail)
             return self._plain
+
+    def framed(self) -> Features | None:
+        """The framed photo's features; None when the query shows no frame."""
+        if self._framed_thumbnail is None:
+            return None
+        with self._lock:
+            if self._framed is None:
+                self._framed = geometry.extract(self._framed_thumbnail)
+            return self._framed
 
     def mirrored(self) -> Features:
         with self._lock:
@@ -66,21 +78,32 @@ def verify(
             continue
         stored = geometry.extract(pixels)
         verified[candidate_id] = choose(
-            geometry.match(query.plain(), stored), functools.partial(_match_mirrored, query, stored), rule
+            geometry.match(query.plain(), stored), functools.partial(_match_framed, query, stored),
+            functools.partial(_match_mirrored, query, stored), rule,
         )
     return verified
+
+
+def _match_framed(query: QueryFeatures, stored: Features) -> Evidence:
+    features = query.framed()
+    return Evidence.none() if features is None else geometry.match(features, stored)
 
 
 def _match_mirrored(query: QueryFeatures, stored: Features) -> Evidence:
     return geometry.match(query.mirrored(), stored)
 
 
-def choose(plain: Evidence, mirrored: Callable[[], Evidence], rule: VerificationRule) -> Verified:
-    """The evidence that decides: the unmirrored query's when it passes, else the mirrored query's when that
-    passes (a mirrored copy), else the stronger of the two (reported, not passing)."""
+def choose(
+    plain: Evidence, framed: Callable[[], Evidence], mirrored: Callable[[], Evidence], rule: VerificationRule
+) -> Verified:
+    """The evidence that decides: the whole query's when it passes, else its framed photo's when that passes,
+    else the mirrored query's when that passes (a mirrored copy), else the strongest (reported, not passing)."""
     if rule.passes(plain):
         return Verified(evidence=plain, mirrored=False)
+    inner = framed()
+    if rule.passes(inner):
+        return Verified(evidence=inner, mirrored=False)
     flipped = mirrored()
     if rule.passes(flipped):
         return Verified(evidence=flipped, mirrored=True)
-    return Verified(evidence=flipped if flipped.inliers > plain.inliers else plain, mirrored=False)
+    return Verified(evidence=max((plain, inner, flipped), key=lambda evidence: evidence.inliers), mirrored=False)

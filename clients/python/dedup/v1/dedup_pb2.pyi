@@ -59,7 +59,7 @@ class CheckDuplicateRequest(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., collection: _Optional[str] = ..., threshold: _Optional[float] = ..., top_k: _Optional[int] = ..., insert_if_unique: _Optional[bool] = ..., id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., flip_policy: _Optional[_Union[FlipPolicy, str]] = ..., cosine_only: _Optional[bool] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("id", "similarity", "metadata", "mirrored", "verified", "inliers")
+    __slots__ = ("id", "similarity", "metadata", "mirrored", "verified", "inliers", "framed")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,13 +73,15 @@ class Match(_message.Message):
     MIRRORED_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
     INLIERS_FIELD_NUMBER: _ClassVar[int]
+    FRAMED_FIELD_NUMBER: _ClassVar[int]
     id: str
     similarity: float
     metadata: _containers.ScalarMap[str, str]
     mirrored: bool
     verified: bool
     inliers: int
-    def __init__(self, id: _Optional[str] = ..., similarity: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., mirrored: _Optional[bool] = ..., verified: _Optional[bool] = ..., inliers: _Optional[int] = ...) -> None: ...
+    framed: bool
+    def __init__(self, id: _Optional[str] = ..., similarity: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., mirrored: _Optional[bool] = ..., verified: _Optional[bool] = ..., inliers: _Optional[int] = ..., framed: _Optional[bool] = ...) -> None: ...
 
 class CheckDuplicateResponse(_message.Message):
     __slots__ = ("is_duplicate", "matches", "inserted", "model", "threshold")

@@ -181,6 +181,11 @@ export interface Match {
    */
   verified: boolean;
   inliers: number;
+  /**
+   * The similarity is that of the photo inside the query's frame (a screenshot's photo, a letterboxed or padded
+   * one), searched besides the whole query: such a match is a duplicate only when verification passed.
+   */
+  framed: boolean;
 }
 
 export interface Match_MetadataEntry {
@@ -824,7 +829,7 @@ export const CheckDuplicateRequest_MetadataEntry: MessageFns<CheckDuplicateReque
 };
 
 function createBaseMatch(): Match {
-  return { id: "", similarity: 0, metadata: {}, mirrored: false, verified: false, inliers: 0 };
+  return { id: "", similarity: 0, metadata: {}, mirrored: false, verified: false, inliers: 0, framed: false };
 }
 
 export const Match: MessageFns<Match> = {
@@ -846,6 +851,9 @@ export const Match: MessageFns<Match> = {
     }
     if (message.inliers !== 0) {
       writer.uint32(48).uint32(message.inliers);
+    }
+    if (message.framed !== false) {
+      writer.uint32(56).bool(message.framed);
     }
     return writer;
   },
@@ -914,6 +922,14 @@ export const Match: MessageFns<Match> = {
             message.inliers = reader.uint32();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.framed = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -947,6 +963,7 @@ export const Match: MessageFns<Match> = {
       mirrored: isSet(object.mirrored) ? globalThis.Boolean(object.mirrored) : false,
       verified: isSet(object.verified) ? globalThis.Boolean(object.verified) : false,
       inliers: isSet(object.inliers) ? globalThis.Number(object.inliers) : 0,
+      framed: isSet(object.framed) ? globalThis.Boolean(object.framed) : false,
     };
   },
 
@@ -976,6 +993,9 @@ export const Match: MessageFns<Match> = {
     if (message.inliers !== 0) {
       obj.inliers = Math.round(message.inliers);
     }
+    if (message.framed !== false) {
+      obj.framed = message.framed;
+    }
     return obj;
   },
 
@@ -998,6 +1018,7 @@ export const Match: MessageFns<Match> = {
     message.mirrored = object.mirrored ?? false;
     message.verified = object.verified ?? false;
     message.inliers = object.inliers ?? 0;
+    message.framed = object.framed ?? false;
     return message;
   },
 };
