@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/server:$(CURDIR)/clients/python:$(CURDIR)
 RESNET50_WEIGHTS ?= $(DEDUP_RESNET50_WEIGHTS)
 MODEL_STAMP := triton_models/embedder/1/model.onnx
 
-.PHONY: help setup etcd browser-setup model run test test-unit test-integration fuzz eval bench load chaos lint deploy-check proto proto-check clients-setup clients-build clients-examples clean
+.PHONY: help setup etcd browser-setup model run test test-unit test-integration fuzz eval bench bench-scale load chaos lint deploy-check proto proto-check clients-setup clients-build clients-examples clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ eval: $(STAMP) $(MODEL_STAMP) ## duplicate-decision quality through the gRPC API
 bench: $(STAMP) $(MODEL_STAMP) ## throughput/latency on real JPEGs, its own stack (~6 min): table, then one JSON line (BENCH_ARGS="--images 300")
 	$(PY) -m dedup_bench $(BENCH_ARGS)
 
+bench-scale: $(STAMP) $(MODEL_STAMP) ## 1M vectors on a Milvus of its own: insert, build, memory, latency, hit@1 per index, groups; table then one JSON line (BENCH_SCALE_ARGS="--vectors 100000")
+	$(PY) -m dedup_bench_scale $(BENCH_SCALE_ARGS)
+
 load: $(STAMP) $(MODEL_STAMP) ## 32 clients mix CheckDuplicate and IndexStream for 60 s on a stack of their own (LOAD_ARGS="--overload", "--target host:port", "--duration 15")
 	$(PY) -m dedup_load $(LOAD_ARGS)
 
@@ -69,7 +72,7 @@ chaos: $(STAMP) $(MODEL_STAMP) ## load while Triton and Milvus are killed, hung 
 
 lint: $(STAMP) ## ruff and mypy (generated stubs excluded)
 	$(VENV)/bin/ruff check server clients/python/dedup_client tests
-	$(VENV)/bin/mypy server/dedup_server server/dedup_stack server/dedup_eval server/dedup_load server/dedup_bench clients/python/dedup_client
+	$(VENV)/bin/mypy server/dedup_server server/dedup_stack server/dedup_eval server/dedup_load server/dedup_bench server/dedup_bench_scale clients/python/dedup_client
 
 deploy-check: $(STAMP) ## validate deploy/ offline: compose schema, Kubernetes manifests, Dockerfile lint, GPU model configs
 	bash deploy/check.sh

@@ -9,9 +9,8 @@ config parameters on Triton, so a front never disagrees with the model it is ser
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -21,43 +20,18 @@ from tritonclient.utils import InferenceServerException
 
 from . import metrics
 from .errors import BackendError, BackendUnavailable, InvalidRequest
+from .model_identity import ModelInfo, input_colour
 from .triton_shm import PoolClosed, SharedMemoryPool, wants_shared_memory
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "Embedder", "ModelInfo", "TritonEmbedder", "input_colour"]
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
 
 # Status codes (as tritonclient spells them) that mean "Triton is not there right now".
 _UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED"}
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ModelInfo:
-    name: str
-    version: str
-    embedding_dim: int
-    input_size: int
-    fallback: bool
-    warning: str
-    precision: str = "fp32"
-    """What the served model computes in ("int8" on CPU, "fp16"/"fp32" on GPU); its version differs per precision."""
-    input_colour: str = "rgb"
-    """What the model reads of its RGB input: "luma" (grey only: JPEGs may be decoded straight to grey) or "rgb"."""
-
-    @property
-    def reads_luma(self) -> bool:
-        return self.input_colour == "luma"
-
-    @property
-    def label(self) -> str:
-        """What collections record and responses report: name@version."""
-        return f"{self.name}@{self.version}"
-
-
-def input_colour(parameters: Mapping[str, str]) -> str:
-    """A model config's input_colour: "luma" only when it says so; anything else decodes colour, always safe."""
-    return "luma" if parameters.get("input_colour") == "luma" else "rgb"
 
 
 class Embedder(Protocol):

@@ -24,8 +24,8 @@ from pymilvus import DataType, MilvusClient, MilvusException
 
 from . import metrics
 from .config import IndexConfig, milvus_backend_kind
-from .embedder import ModelInfo
 from .errors import BackendError, BackendUnavailable, CollectionNotFound, InvalidRequest, ModelMismatch
+from .model_identity import ModelInfo
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,9 @@ import dataclasses
 import enum
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+import math
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TypeVar
 
@@ -46,6 +48,13 @@ logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 T = TypeVar("T")
+
+#: FindDuplicateGroups reads the collection a page at a time and searches a whole page in one Milvus call.
+GROUPS_SCAN_BATCH = 512
+#: Progress of a groups scan goes out after the first page, then at most this often.
+GROUPS_PROGRESS_EVERY_S = 2.0
+#: Band pairs whose evidence a groups scan remembers until the other side's scan (~200 bytes each).
+GROUPS_VERIFIED_PAIRS = 200_000
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -352,12 +361,17 @@ class DedupService:
 
     async def find_groups(
         self, query: GroupsQuery, *, time_remaining: float | None = None
-    ) -> AsyncIterator[ScanProgress | DuplicateGroup]:
+    ) -> AsyncGenerator[ScanProgress | DuplicateGroup, None]:
         """Scan the collection: each stored vector is searched against the collection, and the pairs that
         CheckDuplicate would call duplicates join groups (the same decision: cosine outside the calibrated band,
-        local features of the stored signatures inside it). Yields progress after each batch, then every group (at
-        least `min_group_size` images, at most `limit` groups), largest first, each with its members and the
-        keeper `keep` picks."""
+        local features of the stored signatures inside it, each band pair verified once). Yields progress after the
+        first page and then every few seconds, and when the scan ends; then every group (at least
+        `min_group_size` images, at most `limit` groups), largest first, one at a time, each with its members and
+        the keeper `keep` picks.
+
+        Memory is bounded for millions of images (groups.py): one page of vectors at a time, and only images that
+        are in a pair enter the union-find. Closing the generator (the RPC cancelled) stops the scan at the next
+        page: the thread finishes its Milvus call, nothing more is asked."""
         caller = Deadline.from_time_remaining(time_remaining)
         calibration = await self.calibration(self._deadline(caller))
         collection = validation.collection_name(query.collection, self._config.default_collection)
@@ -373,8 +387,9 @@ class DedupService:
         verifiable = rule.enabled and self._index.has_signatures(milvus_name)
         total = await asyncio.to_thread(self._index.count, milvus_name)
         builder = GroupBuilder()
-        scanned = 0
-        batches = self._index.scan(milvus_name, batch_size=self._config.write_batch.max_batch_size)
+        verified_pairs = _VerifiedPairs(GROUPS_VERIFIED_PAIRS)
+        scanned, reported, reported_at = 0, -1, -math.inf
+        batches = self._index.scan(milvus_name, batch_size=GROUPS_SCAN_BATCH)
         try:
             while (batch := await asyncio.to_thread(next, batches, None)) is not None:
                 vectors = np.stack([image.vector for image in batch])
@@ -383,10 +398,13 @@ class DedupService:
                         self._milvus, functools.partial(self._search_all, milvus_name, vectors, top_k + 1),
                         self._deadline(caller), "Milvus search",
                     )
+                del vectors
                 candidates = [_without(hits, image.id) for image, hits in zip(batch, found, strict=True)]
                 evidence: Sequence[dict[str, Verified] | None] = [None] * len(batch)
                 if verifiable:
-                    evidence = await self._scan_evidence(milvus_name, batch, candidates, threshold, rule, caller)
+                    evidence = await self._scan_evidence(
+                        milvus_name, batch, candidates, threshold, rule, caller, verified_pairs
+                    )
                 for image, hits, verified in zip(batch, candidates, evidence, strict=True):
                     for hit in decide(hits, image.layout, policy, threshold, top_k, rule=rule, verified=verified):
                         builder.add(image.id, hit.id, hit.similarity, hit.mirrored)
@@ -397,33 +415,71 @@ class DedupService:
                         builder.describe(image.id, facts_from_metadata(image.metadata, image.inserted_at),
                                          public_metadata(image.metadata))
                 scanned += len(batch)
-                yield ScanProgress(scanned=scanned, total=max(total, scanned))
+                if time.monotonic() - reported_at >= GROUPS_PROGRESS_EVERY_S:
+                    reported, reported_at = scanned, time.monotonic()
+                    logger.info("groups of %s: %d of %d images scanned, %d in pairs", collection, scanned,
+                                max(total, scanned), len(builder))
+                    yield ScanProgress(scanned=scanned, total=max(total, scanned))
         finally:
             await asyncio.to_thread(batches.close)
-        for group in builder.groups(keep, min_size=min_group_size, limit=query.limit):
-            yield group
+        if reported != scanned:
+            yield ScanProgress(scanned=scanned, total=max(total, scanned))
+        components = await asyncio.to_thread(builder.components, min_size=min_group_size, limit=query.limit)
+        logger.info("groups of %s: %d images scanned, %d in pairs, %d groups answered", collection, scanned,
+                    len(builder), len(components))
+        for k in range(len(components)):
+            yield builder.group(components, k, keep)
 
     async def _scan_evidence(
         self, milvus_name: str, batch: Sequence[StoredImage], candidates: Sequence[Sequence[Hit]], threshold: float,
-        rule: VerificationRule, caller: Deadline | None,
+        rule: VerificationRule, caller: Deadline | None, known: _VerifiedPairs,
     ) -> list[dict[str, Verified]]:
         """Geometric evidence for the band candidates of each scanned image, as CheckDuplicate gathers it for a
-        query: the stored image's own signature stands for the query. One Milvus read for the signatures of the
-        batch; the matching runs in the decode pool."""
+        query: the stored image's own signature stands for the query. A pair verified from one side (``known``) is
+        not verified again from the other. One Milvus read for the signatures of the batch; the matching runs in
+        the decode pool."""
         wanted = [to_verify(hits, threshold, rule) for hits in candidates]
-        queries = {image.id for image, chosen in zip(batch, wanted, strict=True) if chosen}
-        ids = sorted({i for chosen in wanted for i in chosen} | queries)
+        reused: list[dict[str, Verified]] = [{} for _ in batch]
+        todo: list[list[str]] = []
+        claimed: dict[tuple[str, str], int] = {}  # a pair of this batch -> the image whose verification runs it
+        deferred: list[tuple[int, str, int]] = []  # (image, candidate, claimant): the other side of a claimed pair
+        for j, (image, chosen, found) in enumerate(zip(batch, wanted, reused, strict=True)):
+            missing = []
+            for candidate in chosen:
+                verified = known.pop(image.id, candidate)
+                pair = _VerifiedPairs.key(image.id, candidate)
+                if verified is not None:
+                    found[candidate] = verified
+                elif pair in claimed:
+                    deferred.append((j, candidate, claimed[pair]))
+                else:
+                    claimed[pair] = j
+                    missing.append(candidate)
+            todo.append(missing)
+        queries = {image.id for image, missing in zip(batch, todo, strict=True) if missing}
+        ids = sorted({i for missing in todo for i in missing} | queries)
         if not ids:
-            return [{} for _ in batch]
+            return reused
         with tracer.start_as_current_span("verify", attributes={"candidates": len(ids)}):
             signatures = await asyncio.to_thread(
                 self._milvus, lambda timeout_s: self._index.signatures(milvus_name, ids, timeout_s=timeout_s),
                 self._deadline(caller), "Milvus get signatures",
             )
-            return await asyncio.get_running_loop().run_in_executor(
+            fresh = await asyncio.get_running_loop().run_in_executor(
                 self._decode_pool, _verify_scanned, [signatures.get(image.id, "") for image in batch],
-                [{i: signatures.get(i, "") for i in chosen} for chosen in wanted], rule,
+                [{i: signatures.get(i, "") for i in missing} for missing in todo], rule,
             )
+        used = {_VerifiedPairs.key(batch[j].id, candidate) for j, candidate, _ in deferred}  # both sides done
+        for image, found, new in zip(batch, reused, fresh, strict=True):
+            for candidate, verified in new.items():
+                if _VerifiedPairs.key(image.id, candidate) not in used:
+                    known.put(image.id, candidate, verified)
+            found.update(new)
+        for j, candidate, claimant in deferred:
+            evidence = fresh[claimant].get(batch[j].id)
+            if evidence is not None:
+                reused[j][candidate] = evidence
+        return reused
 
     # -- DeleteImages / GetStats ---------------------------------------------------------------
 
@@ -775,3 +831,25 @@ def _verify_scanned(
         thumbnail = pixels if pixels is not None else np.zeros((0, 0), dtype=np.uint8)
         evidence.append(verify(QueryFeatures(thumbnail), wanted, rule) if wanted else {})
     return evidence
+
+
+class _VerifiedPairs:
+    """Evidence already found for a pair during one groups scan, so the other side's scan does not verify it
+    again (verification is symmetric: a mirrored match is mirrored both ways). Used once, then dropped; at most
+    ``capacity`` pairs are remembered (the oldest go first: they are only verified again)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._pairs: dict[tuple[str, str], Verified] = {}
+
+    @staticmethod
+    def key(id_a: str, id_b: str) -> tuple[str, str]:
+        return (id_a, id_b) if id_a < id_b else (id_b, id_a)
+
+    def pop(self, id_a: str, id_b: str) -> Verified | None:
+        return self._pairs.pop(self.key(id_a, id_b), None)
+
+    def put(self, id_a: str, id_b: str, verified: Verified) -> None:
+        if len(self._pairs) >= self._capacity:
+            self._pairs.pop(next(iter(self._pairs)))
+        self._pairs[self.key(id_a, id_b)] = verified

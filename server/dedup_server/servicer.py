@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -111,8 +112,12 @@ class DedupServicer(dedup_pb2_grpc.DeduplicationServicer):
                             min_group_size=request.min_group_size, limit=request.limit,
                             cosine_only=request.cosine_only)
         try:
-            async for item in self._service.find_groups(query, time_remaining=context.time_remaining()):
-                yield _groups_response(item)
+            # aclosing: a cancelled RPC (the client went away) closes the scan at once, not when collected.
+            async with contextlib.aclosing(
+                self._service.find_groups(query, time_remaining=context.time_remaining())
+            ) as found:
+                async for item in found:
+                    yield _groups_response(item)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
