@@ -638,7 +638,8 @@ class DedupService:
         stored_signatures = self._band_signatures(milvus_name, jobs, found, deadline) if verifiable else {}
         # Items stored earlier in this batch are not in Milvus yet: compare with them directly. One product for
         # every pair; only pairs that can match (at or above the bottom of the item's band) become hits.
-        whole, through_views = vectors @ vectors.T, views @ vectors.T
+        whole = vectors @ vectors.T
+        through_views = views @ vectors.T if framed else whole  # a batch without frames: one product
         in_batch, framed_in_batch = np.maximum(whole, through_views), through_views > whole
         evidence = (self._batch_evidence(jobs, found, in_batch, framed_in_batch, stored_signatures)
                     if verifiable else None)
