@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     rule_for_model = served_rule or chosen.rule
     threshold_for_model = default if served_rule else chosen.threshold
     lo, hi = threshold_for_model - rule_for_model.below, threshold_for_model + rule_for_model.above
-    band_pairs, band_passed = _band_sample(test_results, tables["test"], rule_for_model, lo, hi)
+    band_pairs, band_passed = _band_sample(test_results, tables["test"], rule_for_model, lo, hi,
+                                           threshold_for_model)
     fa_model = falsealarm.model(pairs["test"], lo=lo, hi=hi, max_candidates=rule_for_model.max_candidates,
                                 band_passed=band_passed, band_pairs=band_pairs)
     distractor_results = [r for r in test_results if r.expected is None]
@@ -247,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen_fa = falsealarm.model(
             pairs["test"], lo=chosen.lo, hi=chosen.hi, max_candidates=chosen.rule.max_candidates,
             **dict(zip(("band_pairs", "band_passed"),
-                       _band_sample(test_results, tables["test"], chosen.rule, chosen.lo, chosen.hi), strict=True)))
+                       _band_sample(test_results, tables["test"], chosen.rule, chosen.lo, chosen.hi,
+                                    chosen.threshold), strict=True)))
         simulated = ranking.predictions(
             test_results, [verified_decision(chosen.threshold, chosen.rule, tables["test"])(r) for r in test_results])
         write_record(CalibrationRecord(
@@ -300,14 +302,14 @@ def to_verify_ids(result: QueryResult, threshold: float, rule: VerificationRule)
 
 def _band_sample(
     results: Sequence[QueryResult], table: Mapping[tuple[str, str], PairEvidence], rule: VerificationRule,
-    lo: float, hi: float,
+    lo: float, hi: float, threshold: float,
 ) -> tuple[int, int]:
     """(unrelated pairs in [lo, hi) with evidence, framed ones above it too, how many of them pass the rule): q's
     sample."""
-    band = [table[(r.id, c.id)] for r in results for c in r.candidates
+    band = [(table[(r.id, c.id)], c) for r in results for c in r.candidates
             if c.id != r.expected and lo <= c.similarity and (c.similarity < hi or c.framed)
             and (r.id, c.id) in table]
-    return len(band), sum(rule.passes(p.verified(rule).evidence) for p in band)
+    return len(band), sum(p.accepted(rule, c.similarity, threshold, framed=c.framed) for p, c in band)
 
 
 def _within(

@@ -69,9 +69,16 @@ class Choice:
 
 
 def _passes(pair: PairEvidence | None, min_inliers: int, min_coverage: float) -> bool:
+    """As the server's verifier decides: the whole query's, the framed photo's or the mirrored query's evidence."""
     if pair is None:
         return False
-    return any(e.inliers >= min_inliers and e.coverage >= min_coverage for e in (pair.plain, pair.mirrored))
+    rule = VerificationRule(min_inliers=min_inliers, min_coverage=min_coverage)
+    return rule.passes(pair.verified(rule).evidence)
+
+
+def _featureless(pair: PairEvidence | None, framed: bool) -> bool:
+    """The cosine decides this pair when its evidence fails (decision.py): one side featureless, not framed."""
+    return pair is not None and pair.featureless and not framed
 
 
 def choose(
@@ -85,7 +92,7 @@ def choose(
         for c in r.candidates[:MAX_PER_QUERY]:
             pair = table.get((r.id, c.id))
             rows.append((c.similarity, c.id == r.expected, tuple(_passes(pair, m, cov) for m, cov in rules),
-                         c.framed))
+                         c.framed, _featureless(pair, c.framed)))
         compact.append(rows)
     positives = sum(1 for r in results if r.expected is not None)
     # Unrelated pairs with evidence, for q.
@@ -95,6 +102,7 @@ def choose(
     u_framed = np.array([framed for _, _, _, framed in unrelated], dtype=bool)
     u_pass = np.array([[_passes(table[(q, c)], m, cov) for m, cov in rules] for q, c, _, _ in unrelated]).reshape(
         len(unrelated), len(rules))
+    u_featureless = np.array([_featureless(table[(q, c)], framed) for q, c, _, framed in unrelated], dtype=bool)
     # Accepted alone: only pairs whose similarity is the whole image's (framed ones are verified however high).
     whole = pairs.whole()
     tail, tail_whole = falsealarm.fit_tail(pairs.similarities, pairs.total), falsealarm.fit_tail(
@@ -106,6 +114,8 @@ def choose(
         if lo >= hi:
             continue
         p_hi = upper[hi]
+        # Featureless pairs are decided by the cosine against the threshold this band would be served with.
+        cosine = _cosine_threshold(tails, lo, hi)
         p_band = max(0.0, tail.survival(lo, pairs.similarities) - tail_whole.survival(hi, whole.similarities))
         in_band = (u_sims >= lo) & ((u_sims < hi) | u_framed) if len(u_sims) else np.zeros(0, dtype=bool)
         verified_share = sum(
@@ -115,12 +125,12 @@ def choose(
             tp = fp = 0
             for rows in compact:
                 verified = 0
-                for similarity, correct, passed, framed in rows:
+                for similarity, correct, passed, framed, featureless in rows:
                     if similarity >= hi and not framed:
                         match = True
                     elif similarity >= lo and verified < MAX_CANDIDATES:
                         verified += 1
-                        match = passed[index]
+                        match = passed[index] or (featureless and similarity >= cosine)
                     elif similarity >= lo:
                         continue
                     else:
@@ -134,7 +144,8 @@ def choose(
             precision = tp / (tp + fp) if tp + fp else 1.0
             recall = tp / positives if positives else 1.0
             band_pairs = int(in_band.sum())
-            q = falsealarm.wilson(int(u_pass[in_band, index].sum()), band_pairs)[1]
+            accepted = u_pass[:, index] | (u_featureless & (u_sims >= cosine)) if len(u_sims) else u_pass[:, index]
+            q = falsealarm.wilson(int(accepted[in_band].sum()), band_pairs)[1]
             rate = falsealarm.FalseAlarmModel.rate(BUDGET_SIZE, p_hi, p_band, q, MAX_CANDIDATES)
             tried.append(Choice(
                 threshold=hi, lo=lo, hi=hi,

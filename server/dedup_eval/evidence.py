@@ -36,9 +36,17 @@ class PairEvidence:
     plain: Evidence
     mirrored: Evidence
     framed: Evidence = Evidence.none()  # the framed photo's (framing.py); none when the query shows no frame
+    featureless: bool = False  # geometry.featureless: nothing that fails here counts against the copy
 
     def verified(self, rule: VerificationRule) -> Verified:
-        return choose(self.plain, lambda: self.framed, lambda: self.mirrored, rule)
+        return choose(self.plain, lambda: self.framed, lambda: self.mirrored, rule, featureless=self.featureless)
+
+    def accepted(self, rule: VerificationRule, similarity: float, threshold: float, *, framed: bool) -> bool:
+        """Whether the server would call this band pair a duplicate (decision.py's rule, on this evidence)."""
+        verified = self.verified(rule)
+        if rule.passes(verified.evidence):
+            return True
+        return verified.featureless and not framed and similarity >= threshold
 
 
 def _stored(data: bytes) -> Features:
@@ -69,6 +77,7 @@ def compute(split: Split, results: Sequence[QueryResult], *, workers: int = 2) -
                 (result.id, cid): PairEvidence(
                     geometry.match(plain, stored[cid]), geometry.match(mirrored, stored[cid]),
                     Evidence.none() if framed is None else geometry.match(framed, stored[cid]),
+                    geometry.featureless(plain, stored[cid]),
                 )
                 for cid in pairs
             }

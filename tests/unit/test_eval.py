@@ -363,3 +363,18 @@ def test_calibration_picks_a_band_that_verifies_look_alikes_away() -> None:
     assert chosen.lo <= 0.6 and chosen.hi >= 0.8  # the hard copies verified in, the look-alikes verified out
     assert chosen.threshold - chosen.rule.below == pytest.approx(chosen.lo)
     assert chosen.threshold + chosen.rule.above == pytest.approx(chosen.hi)
+
+
+def test_a_featureless_band_pair_is_accepted_as_the_server_does() -> None:
+    from dedup_eval.evidence import PairEvidence
+    from dedup_server.verification.geometry import Evidence
+    from dedup_server.verification.rule import VerificationRule
+
+    rule = VerificationRule(below=0.2, above=0.2, min_inliers=12, min_coverage=0.005, max_candidates=1)
+    flat = PairEvidence(Evidence.none(), Evidence.none(), featureless=True)
+    assert flat.accepted(rule, 0.75, 0.7, framed=False)  # the cosine against the threshold decides
+    assert not flat.accepted(rule, 0.65, 0.7, framed=False)
+    assert not flat.accepted(rule, 0.75, 0.7, framed=True)  # a partial view never goes on cosine alone
+    framed_photo = PairEvidence(Evidence.none(), Evidence.none(), Evidence(inliers=40, coverage=0.2, matches=50))
+    assert framed_photo.accepted(rule, 0.5, 0.7, framed=True)  # the framed photo's own features passed
+    assert not PairEvidence(Evidence.none(), Evidence.none()).accepted(rule, 0.75, 0.7, framed=False)

@@ -19,7 +19,7 @@ from dedup_server.verification import geometry, signature
 from dedup_server.verification.geometry import Evidence
 from dedup_server.verification.rule import Verdict, VerificationRule
 from dedup_server.verification.verifier import QueryFeatures, Verified, verify
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 LIMITS = DecodeLimits()
 RULE = VerificationRule(below=0.1, above=0.1, min_inliers=20, min_coverage=0.05, max_candidates=2)
@@ -99,13 +99,23 @@ def test_unreadable_signatures_and_empty_queries_are_unverifiable(photo: Image.I
 
 def test_featureless_images_give_no_evidence() -> None:
     flat = geometry.extract(np.full((240, 320), 128, dtype=np.uint8))
-    assert flat.count == 0
+    assert flat.count == 0 and flat.corners == 0
     assert geometry.match(flat, flat) == Evidence.none()
+    assert geometry.featureless(flat, flat)
 
 
-def test_tiny_images_are_upscaled_to_the_working_size() -> None:
-    features = geometry.extract(np.random.default_rng(1).integers(0, 256, (40, 60), dtype=np.uint8))
-    assert max(features.width, features.height) == geometry.MIN_SIDE
+def test_a_verifier_says_when_a_side_is_featureless(photo: Image.Image) -> None:
+    flat = signature.make_signature(np.full((240, 320), 128, dtype=np.uint8))
+    found = verify(QueryFeatures(_thumbnail(_jpeg(photo))), {"flat": flat}, RULE)["flat"]
+    assert found.featureless and not RULE.passes(found.evidence)
+
+
+def test_low_texture_images_are_detected_again_at_a_lower_fast_threshold(photo: Image.Image) -> None:
+    # a small, blurred copy keeps few strong corners: the retry at FAST_RETRY finds more
+    grey = np.asarray(photo.convert("L").resize((90, 60)).filter(ImageFilter.GaussianBlur(1)).resize((480, 320)),
+                      dtype=np.uint8)
+    features = geometry.extract(grey)
+    assert features.corners < geometry.RETRY_BELOW and features.count > features.corners
 
 
 STRONG = Evidence(inliers=100, coverage=0.4, matches=150)
@@ -158,6 +168,15 @@ def test_decide_band_candidates_beyond_the_cap_are_not_duplicates() -> None:
     hits = _hits(("b", 0.78), ("c", 0.75), ("d", 0.72))
     verified = {"b": Verified(WEAK, False), "c": Verified(WEAK, False)}  # d was not verified (cap 2)
     assert decide(hits, "", FlipPolicy.DEFAULT, 0.7, 10, rule=RULE, verified=verified) == []
+
+
+def test_decide_featureless_pairs_by_the_cosine() -> None:
+    hits = _hits(("b", 0.78), ("c", 0.65))
+    verified = {"b": Verified(WEAK, False, featureless=True), "c": Verified(WEAK, False, featureless=True)}
+    matches = decide(hits, "", FlipPolicy.DEFAULT, 0.7, 10, rule=RULE, verified=verified)
+    assert [(m.id, m.verified) for m in matches] == [("b", False)]  # above the threshold, not verified
+    framed = [Hit(id="b", similarity=0.78, metadata={}, framed=True)]
+    assert decide(framed, "", FlipPolicy.DEFAULT, 0.7, 10, rule=RULE, verified={"b": verified["b"]}) == []
 
 
 def test_decide_without_signatures_falls_back_to_the_cosine() -> None:

@@ -4,6 +4,8 @@ Blocking (OpenCV, which releases the GIL): the service calls it from a worker th
 extracted once; those of the photo inside its frame (framing.py: a screenshot's photo, without the UI's corners,
 which take most of the 500 features otherwise) only when a candidate fails on the whole query; its mirrored
 features only when that fails too, since ORB descriptors are not mirror-invariant while pooled embeddings are.
+When nothing passes and one side has too little texture for local features to speak
+(geometry.featureless), the answer says so, and the cosine decides (decision.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .signature import signature_pixels
 class Verified:
     evidence: Evidence
     mirrored: bool  # the evidence came from the mirrored query
+    featureless: bool = False  # nothing passed, and one side has too few corners for that to mean anything
 
 
 class QueryFeatures:
@@ -77,9 +80,11 @@ def verify(
         if pixels is None:
             continue
         stored = geometry.extract(pixels)
+        plain = query.plain()
         verified[candidate_id] = choose(
-            geometry.match(query.plain(), stored), functools.partial(_match_framed, query, stored),
+            geometry.match(plain, stored), functools.partial(_match_framed, query, stored),
             functools.partial(_match_mirrored, query, stored), rule,
+            featureless=geometry.featureless(plain, stored),
         )
     return verified
 
@@ -94,10 +99,12 @@ def _match_mirrored(query: QueryFeatures, stored: Features) -> Evidence:
 
 
 def choose(
-    plain: Evidence, framed: Callable[[], Evidence], mirrored: Callable[[], Evidence], rule: VerificationRule
+    plain: Evidence, framed: Callable[[], Evidence], mirrored: Callable[[], Evidence], rule: VerificationRule, *,
+    featureless: bool = False,
 ) -> Verified:
     """The evidence that decides: the whole query's when it passes, else its framed photo's when that passes,
-    else the mirrored query's when that passes (a mirrored copy), else the strongest (reported, not passing)."""
+    else the mirrored query's when that passes (a mirrored copy), else the strongest (reported, not passing;
+    marked ``featureless``, for the cosine to decide, when one side has too little texture)."""
     if rule.passes(plain):
         return Verified(evidence=plain, mirrored=False)
     inner = framed()
@@ -106,4 +113,5 @@ def choose(
     flipped = mirrored()
     if rule.passes(flipped):
         return Verified(evidence=flipped, mirrored=True)
-    return Verified(evidence=max((plain, inner, flipped), key=lambda evidence: evidence.inliers), mirrored=False)
+    strongest = max((plain, inner, flipped), key=lambda evidence: evidence.inliers)
+    return Verified(evidence=strongest, mirrored=False, featureless=featureless)
