@@ -50,7 +50,7 @@ logger = logging.getLogger("dedup_eval")
 # higher where these are not met yet (recall 0.99, the MUST_FIND edits 1.0, micro-AP 0.995): the run prints those
 # misses too, and they stay open; the gates keep what is reached from regressing.
 MIN_PRECISION = 0.998
-MIN_RECALL = 0.975  # issue target 0.99
+MIN_RECALL = 0.98  # issue target 0.99
 MIN_MUST_FIND = 0.98  # issue target 1.0, per edit
 MIN_MICRO_AP = 0.99  # issue target 0.995
 ISSUE_TARGETS = {"recall": 0.99, "must_find": 1.0, "micro_ap": 0.995}
