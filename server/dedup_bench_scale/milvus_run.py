@@ -101,6 +101,10 @@ def drop_index(milvus: MilvusClient, name: str) -> None:
         milvus.drop_index(name, existing)
 
 
+#: How often a long index build logs how many rows it has indexed.
+BUILD_PROGRESS_EVERY_S = 60.0
+
+
 def build_index(milvus: MilvusClient, name: str, index_type: str, params: dict[str, int], total: int) -> float:
     """Drop whatever index the collection has, build ``index_type``, wait until every row is indexed; seconds."""
     drop_index(milvus, name)
@@ -108,8 +112,13 @@ def build_index(milvus: MilvusClient, name: str, index_type: str, params: dict[s
     index.add_index(field_name=VECTOR_FIELD, index_type=index_type, metric_type=METRIC, params={"params": params})
     started = time.monotonic()
     milvus.create_index(name, index)
+    logged = started
     while True:
         info = milvus.describe_index(name, index_name=VECTOR_FIELD) or {}
+        if time.monotonic() - logged >= BUILD_PROGRESS_EVERY_S:  # a build at 1M takes long: partial numbers
+            logged = time.monotonic()
+            logger.info("%s build: %s of %d rows indexed after %.0f s (pending %s)", index_type,
+                        info.get("indexed_rows"), total, logged - started, info.get("pending_index_rows"))
         # 2.3.5 can keep reporting pending rows of segments compacted away once every row is indexed (seen at 300k:
         # indexed_rows 300000, pending 180576, state Finished): every row indexed and Finished is done too.
         finished = str(info.get("state", "")).endswith("Finished")
