@@ -270,10 +270,12 @@ class MilvusIndex:
 
     def search(
         self, milvus_name: str, vectors: np.ndarray, top_k: int, *, timeout_s: float | None = None,
-        consistency: str | None = None,
+        consistency: str | None = None, with_metadata: bool = True,
     ) -> list[list[Hit]]:
         """Nearest stored images for each vector, best first. `consistency`: Milvus' level (default Session:
-        this client's writes); "Strong" also shows other clients' writes, e.g. another front's (coordination/)."""
+        this client's writes); "Strong" also shows other clients' writes, e.g. another front's (coordination/).
+        ``with_metadata=False``: ids and similarities only, the hits' metadata and layout empty (a scan of millions
+        reads them for its few matches, ``described``: parsing every hit's JSON cost more than the search)."""
         with _milvus_errors("search"), metrics.MILVUS_SECONDS.labels("search").time():
             results = self._client.search(
                 milvus_name,
@@ -281,7 +283,7 @@ class MilvusIndex:
                 limit=top_k,
                 anns_field=VECTOR_FIELD,
                 search_params={"metric_type": METRIC, "params": self._index.search_params(top_k)},
-                output_fields=[METADATA_FIELD],
+                output_fields=[METADATA_FIELD] if with_metadata else [],
                 consistency_level=consistency or CONSISTENCY,
                 timeout=self._call_timeout_s if timeout_s is None else timeout_s,
             )
@@ -317,6 +319,26 @@ class MilvusIndex:
             self._client.upsert(
                 milvus_name, data=rows, timeout=self._call_timeout_s if timeout_s is None else timeout_s
             )
+
+    def described(
+        self, milvus_name: str, hits: Sequence[Hit], *, timeout_s: float | None = None
+    ) -> list[Hit]:
+        """``hits`` (of a search ``with_metadata=False``) with their stored metadata and layout; one Milvus read."""
+        if not hits:
+            return []
+        ids = sorted({hit.id for hit in hits})
+        with _milvus_errors("get metadata"), metrics.MILVUS_SECONDS.labels("get").time():
+            rows = self._client.get(
+                milvus_name, ids=ids, output_fields=[ID_FIELD, METADATA_FIELD],
+                timeout=self._call_timeout_s if timeout_s is None else timeout_s,
+            )
+        stored = {str(row[ID_FIELD]): _as_str_map(row.get(METADATA_FIELD)) for row in rows}
+        described = []
+        for hit in hits:
+            metadata = dict(stored.get(hit.id, {}))
+            layout = metadata.pop(LAYOUT_KEY, "")
+            described.append(dataclasses.replace(hit, metadata=metadata, layout=layout))
+        return described
 
     def signatures(
         self, milvus_name: str, ids: Sequence[str], *, timeout_s: float | None = None

@@ -17,7 +17,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TypeVar
 
@@ -370,8 +370,9 @@ class DedupService:
         the keeper `keep` picks.
 
         Memory is bounded for millions of images (groups.py): one page of vectors at a time, and only images that
-        are in a pair enter the union-find. Closing the generator (the RPC cancelled) stops the scan at the next
-        page: the thread finishes its Milvus call, nothing more is asked."""
+        are in a pair enter the union-find. The next page is read and searched while one is verified and decided.
+        Closing the generator (the RPC cancelled) stops the scan there: the page in flight finishes its Milvus
+        calls, nothing more is asked."""
         caller = Deadline.from_time_remaining(time_remaining)
         calibration = await self.calibration(self._deadline(caller))
         collection = validation.collection_name(query.collection, self._config.default_collection)
@@ -390,21 +391,20 @@ class DedupService:
         verified_pairs = _VerifiedPairs(GROUPS_VERIFIED_PAIRS)
         scanned, reported, reported_at = 0, -1, -math.inf
         batches = self._index.scan(milvus_name, batch_size=GROUPS_SCAN_BATCH)
+        # The next page is read and searched (Milvus' work) while this one is verified and decided (the front's).
+        page = asyncio.ensure_future(self._searched_page(batches, milvus_name, top_k, caller))
         try:
-            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
-                vectors = np.stack([image.vector for image in batch])
-                with tracer.start_as_current_span("search", attributes={"batch.size": len(batch)}):
-                    found = await asyncio.to_thread(
-                        self._milvus, functools.partial(self._search_all, milvus_name, vectors, top_k + 1),
-                        self._deadline(caller), "Milvus search",
-                    )
-                del vectors
-                candidates = [_without(hits, image.id) for image, hits in zip(batch, found, strict=True)]
+            while (searched := await page) is not None:
+                page = asyncio.ensure_future(self._searched_page(batches, milvus_name, top_k, caller))
+                batch, candidates = searched
                 evidence: Sequence[dict[str, Verified] | None] = [None] * len(batch)
                 if verifiable:
                     evidence = await self._scan_evidence(
                         milvus_name, batch, candidates, threshold, rule, caller, verified_pairs
                     )
+                candidates = await self._describe_matches(
+                    milvus_name, batch, candidates, evidence, threshold, rule, caller
+                )
                 for image, hits, verified in zip(batch, candidates, evidence, strict=True):
                     for hit in decide(hits, image.layout, policy, threshold, top_k, rule=rule, verified=verified):
                         builder.add(image.id, hit.id, hit.similarity, hit.mirrored)
@@ -421,6 +421,9 @@ class DedupService:
                                 max(total, scanned), len(builder))
                     yield ScanProgress(scanned=scanned, total=max(total, scanned))
         finally:
+            # The page in flight owns the scan's generator until its thread returns (a thread cannot be cancelled):
+            # close the generator only then. At most one more page is read and searched.
+            await asyncio.gather(page, return_exceptions=True)
             await asyncio.to_thread(batches.close)
         if reported != scanned:
             yield ScanProgress(scanned=scanned, total=max(total, scanned))
@@ -429,6 +432,49 @@ class DedupService:
                     len(builder), len(components))
         for k in range(len(components)):
             yield builder.group(components, k, keep)
+
+    async def _searched_page(
+        self, batches: Iterator[list[StoredImage]], milvus_name: str, top_k: int, caller: Deadline | None,
+    ) -> tuple[list[StoredImage], list[list[Hit]]] | None:
+        """The scan's next page and each image's nearest others (itself left out); None when the scan is done."""
+        batch = await asyncio.to_thread(next, batches, None)
+        if batch is None:
+            return None
+        vectors = np.stack([image.vector for image in batch])
+        with tracer.start_as_current_span("search", attributes={"batch.size": len(batch)}):
+            found = await asyncio.to_thread(
+                self._milvus, functools.partial(self._search_bare, milvus_name, vectors, top_k + 1),
+                self._deadline(caller), "Milvus search",
+            )
+        return batch, [_without(hits, image.id) for image, hits in zip(batch, found, strict=True)]
+
+    async def _describe_matches(
+        self, milvus_name: str, batch: Sequence[StoredImage], candidates: Sequence[Sequence[Hit]],
+        evidence: Sequence[Mapping[str, Verified] | None], threshold: float, rule: VerificationRule,
+        caller: Deadline | None,
+    ) -> list[list[Hit]]:
+        """The scan's hits, with metadata and layout read for those that can be a match (one Milvus read a page).
+        The layout only decides whether a match is mirrored, never whether it is one, so the matches of a decision
+        that ignores the flip policy and top_k hold every hit the real decision can keep."""
+        possible = {
+            hit.id
+            for image, hits, verified in zip(batch, candidates, evidence, strict=True)
+            for hit in decide(hits, image.layout, FlipPolicy.MIRROR_IS_DUPLICATE, threshold, max(1, len(hits)),
+                              rule=rule, verified=verified)
+        }
+        if not possible:
+            return [list(hits) for hits in candidates]
+        wanted = list({hit.id: hit for hits in candidates for hit in hits if hit.id in possible}.values())
+        described = await asyncio.to_thread(
+            self._milvus, lambda timeout_s: self._index.described(milvus_name, wanted, timeout_s=timeout_s),
+            self._deadline(caller), "Milvus get metadata",
+        )
+        known = {hit.id: hit for hit in described}
+        return [
+            [dataclasses.replace(hit, metadata=known[hit.id].metadata, layout=known[hit.id].layout)
+             if hit.id in known else hit for hit in hits]
+            for hits in candidates
+        ]
 
     async def _scan_evidence(
         self, milvus_name: str, batch: Sequence[StoredImage], candidates: Sequence[Sequence[Hit]], threshold: float,
@@ -594,8 +640,8 @@ class DedupService:
                     results[position] = outcome
         return results
 
-    def _search_all(self, milvus_name: str, vectors: np.ndarray, top_k: int, timeout_s: float) -> list[list[Hit]]:
-        return self._index.search(milvus_name, vectors, top_k, timeout_s=timeout_s)
+    def _search_bare(self, milvus_name: str, vectors: np.ndarray, top_k: int, timeout_s: float) -> list[list[Hit]]:
+        return self._index.search(milvus_name, vectors, top_k, timeout_s=timeout_s, with_metadata=False)
 
     def _milvus(self, call: Callable[[float], T], deadline: Deadline, what: str) -> T:
         """call(timeout_s), retried while Milvus is unreachable and `deadline` allows (blocking: run in a thread)."""
