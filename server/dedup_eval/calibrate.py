@@ -68,12 +68,9 @@ class Choice:
                    precision=nan, recall=nan, false_alarm_1m=nan, meets_budget=False)
 
 
-def _passes(pair: PairEvidence | None, min_inliers: int, min_coverage: float) -> bool:
+def _passes(pair: PairEvidence | None, rule: VerificationRule) -> bool:
     """As the server's verifier decides: the whole query's, the framed photo's or the mirrored query's evidence."""
-    if pair is None:
-        return False
-    rule = VerificationRule(min_inliers=min_inliers, min_coverage=min_coverage)
-    return rule.passes(pair.verified(rule).evidence)
+    return pair is not None and rule.passes(pair.verified(rule).evidence)
 
 
 def _featureless(pair: PairEvidence | None, framed: bool) -> bool:
@@ -85,13 +82,14 @@ def choose(
     results: Sequence[QueryResult], table: Mapping[tuple[str, str], PairEvidence], pairs: falsealarm.UnrelatedPairs,
 ) -> Choice:
     rules = list(itertools.product(MIN_INLIERS, MIN_COVERAGE))
+    evidence_rules = [VerificationRule(min_inliers=m, min_coverage=cov) for m, cov in rules]  # built once
     # Per query: its nearest candidates (sim, correct, passes per rule), best first.
     compact = []
     for r in results:
         rows = []
         for c in r.candidates[:MAX_PER_QUERY]:
             pair = table.get((r.id, c.id))
-            rows.append((c.similarity, c.id == r.expected, tuple(_passes(pair, m, cov) for m, cov in rules),
+            rows.append((c.similarity, c.id == r.expected, tuple(_passes(pair, rule) for rule in evidence_rules),
                          c.framed, _featureless(pair, c.framed)))
         compact.append(rows)
     positives = sum(1 for r in results if r.expected is not None)
@@ -100,7 +98,7 @@ def choose(
                  if c.id != r.expected and (r.id, c.id) in table]
     u_sims = np.array([s for _, _, s, _ in unrelated])
     u_framed = np.array([framed for _, _, _, framed in unrelated], dtype=bool)
-    u_pass = np.array([[_passes(table[(q, c)], m, cov) for m, cov in rules] for q, c, _, _ in unrelated]).reshape(
+    u_pass = np.array([[_passes(table[(q, c)], rule) for rule in evidence_rules] for q, c, _, _ in unrelated]).reshape(
         len(unrelated), len(rules))
     u_featureless = np.array([_featureless(table[(q, c)], framed) for q, c, _, framed in unrelated], dtype=bool)
     # Accepted alone: only pairs whose similarity is the whole image's (framed ones are verified however high).

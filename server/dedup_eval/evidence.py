@@ -18,7 +18,7 @@ from dedup_server.decode import DecodeLimits, decode_with_thumbnail
 from dedup_server.verification import geometry, signature
 from dedup_server.verification.geometry import Evidence, Features
 from dedup_server.verification.rule import VerificationRule
-from dedup_server.verification.verifier import Verified, choose
+from dedup_server.verification.verifier import Verified, choose, weighed
 from tqdm import tqdm
 
 from .benchmark import Split
@@ -43,10 +43,7 @@ class PairEvidence:
 
     def accepted(self, rule: VerificationRule, similarity: float, threshold: float, *, framed: bool) -> bool:
         """Whether the server would call this band pair a duplicate (decision.py's rule, on this evidence)."""
-        verified = self.verified(rule)
-        if rule.passes(verified.evidence):
-            return True
-        return verified.featureless and not framed and similarity >= threshold
+        return rule.is_duplicate(similarity, threshold, weighed(self.verified(rule), framed=framed), framed=framed)
 
 
 def _stored(data: bytes) -> Features:

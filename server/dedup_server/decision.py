@@ -15,9 +15,8 @@ from typing import Final
 from .flip import FlipPolicy
 from .index import Hit
 from .layout import is_mirror
-from .verification.geometry import Evidence
 from .verification.rule import VerificationRule
-from .verification.verifier import Verified
+from .verification.verifier import Verified, weighed
 
 #: No band: cosine alone decides (collections checked with cosine_only, or a model with no calibrated band).
 COSINE_ONLY: Final = VerificationRule()
@@ -34,15 +33,6 @@ def _best_per_id(hits: Sequence[Hit]) -> list[Hit]:
         ):
             best[hit.id] = hit
     return sorted(best.values(), key=lambda h: h.similarity, reverse=True)
-
-
-def _evidence(found: Verified | None, hit: Hit) -> Evidence | None:
-    """What the rule weighs: None (the cosine against the threshold decides, as for an unsigned candidate) when
-    local features could say nothing, one side being featureless; a framed hit, a partial view, never goes on
-    cosine alone, so it keeps its failing evidence."""
-    if found is None or (found.featureless and not hit.framed):
-        return None
-    return found.evidence
 
 
 def to_verify(hits: Sequence[Hit], threshold: float, rule: VerificationRule) -> list[str]:
@@ -68,7 +58,7 @@ def decide(
         found = verified.get(hit.id) if verified is not None else None
         if verified is not None and found is None and rule.in_band(hit.similarity, threshold, framed=hit.framed):
             continue
-        if not rule.is_duplicate(hit.similarity, threshold, _evidence(found, hit), framed=hit.framed):
+        if not rule.is_duplicate(hit.similarity, threshold, weighed(found, framed=hit.framed), framed=hit.framed):
             continue
         passed = found is not None and rule.passes(found.evidence)
         mirrored = found.mirrored if passed and found is not None else is_mirror(query_layout, hit.layout)

@@ -278,10 +278,7 @@ class DedupService:
         if not ids:
             return {}
         with tracer.start_as_current_span("verify", attributes={"candidates": len(ids)}):
-            signatures = await asyncio.to_thread(
-                self._milvus, lambda timeout_s: self._index.signatures(milvus_name, ids, timeout_s=timeout_s),
-                self._deadline(caller), "Milvus get signatures",
-            )
+            signatures = await asyncio.to_thread(self._signatures, milvus_name, ids, self._deadline(caller))
             # One task per candidate: OpenCV releases the GIL, so candidates are verified on every decode thread.
             loop = asyncio.get_running_loop()
             parts = await asyncio.gather(*(
@@ -507,10 +504,7 @@ class DedupService:
         if not ids:
             return reused
         with tracer.start_as_current_span("verify", attributes={"candidates": len(ids)}):
-            signatures = await asyncio.to_thread(
-                self._milvus, lambda timeout_s: self._index.signatures(milvus_name, ids, timeout_s=timeout_s),
-                self._deadline(caller), "Milvus get signatures",
-            )
+            signatures = await asyncio.to_thread(self._signatures, milvus_name, ids, self._deadline(caller))
             fresh = await asyncio.get_running_loop().run_in_executor(
                 self._decode_pool, _verify_scanned, [signatures.get(image.id, "") for image in batch],
                 [{i: signatures.get(i, "") for i in missing} for missing in todo], rule,
@@ -681,13 +675,16 @@ class DedupService:
         for j, view_hits in zip(framed, searched[len(jobs):], strict=True):
             found[j].extend(dataclasses.replace(hit, framed=True) for hit in view_hits)
         verifiable = self._index.has_signatures(milvus_name)
-        stored_signatures = self._band_signatures(milvus_name, jobs, found, deadline) if verifiable else {}
+        # Each item's Milvus candidates to verify, chosen once: their signatures are read, then matched.
+        band = [to_verify(_without(hits, job.id), job.threshold, job.rule) if verifiable else []
+                for job, hits in zip(jobs, found, strict=True)]
+        stored_signatures = self._band_signatures(milvus_name, band, deadline) if verifiable else {}
         # Items stored earlier in this batch are not in Milvus yet: compare with them directly. One product for
         # every pair; only pairs that can match (at or above the bottom of the item's band) become hits.
         whole = vectors @ vectors.T
         through_views = views @ vectors.T if framed else whole  # a batch without frames: one product
         in_batch, framed_in_batch = np.maximum(whole, through_views), through_views > whole
-        evidence = (self._batch_evidence(jobs, found, in_batch, framed_in_batch, stored_signatures)
+        evidence = (self._batch_evidence(jobs, band, in_batch, framed_in_batch, stored_signatures)
                     if verifiable else None)
         accepted: dict[str, int] = {}  # id -> position in jobs, for the items this batch stores
         results: list[_WriteResult] = []
@@ -727,7 +724,7 @@ class DedupService:
 
 
     def _batch_evidence(
-        self, jobs: Sequence[_WriteJob], found: Sequence[Sequence[Hit]], in_batch: np.ndarray,
+        self, jobs: Sequence[_WriteJob], band: Sequence[Sequence[str]], in_batch: np.ndarray,
         framed_in_batch: np.ndarray, stored_signatures: Mapping[str, str],
     ) -> list[dict[str, Verified]]:
         """Evidence for every candidate each item's decision could verify, computed on the decode threads at once
@@ -737,7 +734,7 @@ class DedupService:
         tasks: list[tuple[int, str, str]] = []
         queries = [QueryFeatures(_thumbnail_of(job), job.framed_thumbnail) for job in jobs]
         for j, job in enumerate(jobs):
-            for candidate in to_verify(_without(found[j], job.id), job.threshold, job.rule):
+            for candidate in band[j]:
                 tasks.append((j, candidate, stored_signatures.get(candidate, "")))
             for k in range(j):
                 if jobs[k].id != job.id and job.rule.in_band(float(in_batch[j, k]), job.threshold,
@@ -750,14 +747,12 @@ class DedupService:
             evidence[j].update(future.result())
         return evidence
 
-    def _band_signatures(
-        self, milvus_name: str, jobs: Sequence[_WriteJob], found: Sequence[Sequence[Hit]], deadline: Deadline
-    ) -> dict[str, str]:
+    def _band_signatures(self, milvus_name: str, band: Sequence[Sequence[str]], deadline: Deadline) -> dict[str, str]:
         """One Milvus read for the stored signatures of every band candidate of the batch."""
-        ids = sorted({
-            i for job, hits in zip(jobs, found, strict=True)
-            for i in to_verify(_without(hits, job.id), job.threshold, job.rule)
-        })
+        return self._signatures(milvus_name, sorted({i for candidates in band for i in candidates}), deadline)
+
+    def _signatures(self, milvus_name: str, ids: Sequence[str], deadline: Deadline) -> dict[str, str]:
+        """The stored signatures of ``ids``, retried while Milvus is unreachable (blocking: run in a thread)."""
         if not ids:
             return {}
         return self._milvus(

@@ -98,6 +98,16 @@ def _match_mirrored(query: QueryFeatures, stored: Features) -> Evidence:
     return geometry.match(query.mirrored(), stored)
 
 
+def weighed(found: Verified | None, *, framed: bool) -> Evidence | None:
+    """The evidence the rule weighs for a band candidate (rule.VerificationRule.is_duplicate): None, so that the
+    cosine against the threshold decides as for an unsigned candidate, when there is none or local features could
+    say nothing (one side featureless); a framed candidate, a partial view, never goes on cosine alone, so it keeps
+    its failing evidence."""
+    if found is None or (found.featureless and not framed):
+        return None
+    return found.evidence
+
+
 def choose(
     plain: Evidence, framed: Callable[[], Evidence], mirrored: Callable[[], Evidence], rule: VerificationRule, *,
     featureless: bool = False,
