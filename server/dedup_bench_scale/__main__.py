@@ -210,6 +210,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         name = milvus_run.create_collection(milvus.uri, model, _index_config(types[0], {}))
         loaded = _load_rows(args, milvus, name, model, real, bg, queries)
         exact, exact16 = loaded.pop("exact"), loaded.pop("exact16")
+        client = milvus_run.client(milvus.uri)
+        try:
+            result["segments_after_insert"] = milvus_run.segment_rows(client, name)
+            result["compact_s"] = round(milvus_run.compact(client, name), 1)
+            result["segments"] = milvus_run.segment_rows(client, name)
+        finally:
+            client.close()
+        logger.info("segments: %d after the insert, %d after compaction (%s rows)",
+                    len(result["segments_after_insert"]), len(result["segments"]), result["segments"])
         result.update({"vectors": loaded["rows"], "vectors_real": loaded["real"],
                        "vectors_background": loaded["background"], "insert_rows_s": loaded["insert_rows_s"],
                        "insert_s": loaded["insert_s"], "flush_s": loaded["flush_s"], "queries": len(queries)})
@@ -232,6 +241,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     milvus.start()
                     client = milvus_run.client(milvus.uri)
                 entry["load_s"] = round(milvus_run.load(client, name), 1)
+                entry["segments_searched"] = len(milvus_run.segment_rows(client, name, loaded=True))
                 entry["milvus_rss_gb"] = milvus.rss_gb()
                 entry["bytes_per_vector_rss"] = round(
                     (entry["milvus_rss_gb"] - result["milvus_idle_rss_gb"]) * 1024 ** 3 / loaded["rows"])
@@ -300,6 +310,8 @@ def table(result: dict[str, Any]) -> str:
         f"{fit['real_to_background_top1_p50']}, background vectors {fit['background_to_background_top1_p50']}",
         f"  insert {result['insert_rows_s']:,.0f} rows/s ({result['insert_s']} s + flush {result['flush_s']} s); "
         f"Milvus idle RSS {result['milvus_idle_rss_gb']} GiB",
+        f"  segments: {len(result['segments_after_insert'])} sealed by the insert, {len(result['segments'])} after "
+        f"compaction ({result['compact_s']} s; rows {', '.join(f'{n:,}' for n in result['segments'])})",
         f"  float16 vectors ({result['float16']['vector_bytes']} B): hit@1 {result['float16']['hit_at_1']} "
         "(exact search, numpy)",
         "",
@@ -321,7 +333,8 @@ def table(result: dict[str, Any]) -> str:
     for entry in result["indexes"]:
         line = (f"  {entry['index_type']:<9} c1 p50 {entry['search_p50_ms_c1']} ms p99 {entry['search_p99_ms_c1']} ms"
                 f"; c32 p50 {entry['search_p50_ms_c32']} ms p99 {entry['search_p99_ms_c32']} ms "
-                f"({entry['search_qps_c32']} qps); errors {entry['search_errors']}")
+                f"({entry['search_qps_c32']} qps); errors {entry['search_errors']}; "
+                f"{entry.get('segments_searched')} segments searched")
         if entry.get("groups_error"):
             line += f"; FindDuplicateGroups failed: {entry['groups_error'].strip().splitlines()[-1]}"
         elif entry.get("groups_timed_out_s"):
