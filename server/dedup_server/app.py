@@ -128,7 +128,7 @@ async def running_server(config: ServerConfig, *, reuse_port: bool = False) -> A
         await server.stop(config.shutdown_grace_s)
         await service.close()
         await coordinator.close()  # after the last write batch: revoking the lease hands every lock over at once
-        for batcher in (service.embed_batcher, service.write_batcher):
+        for batcher in (service.embed_batcher, service.search_batcher, service.write_batcher):
             logger.info(
                 "%s batches: %d, items %d, mean size %.1f, largest %d", batcher.name, batcher.stats.batches,
                 batcher.stats.items, batcher.stats.mean_batch_size, batcher.stats.largest_batch,

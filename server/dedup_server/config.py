@@ -303,6 +303,10 @@ class ServerConfig:
         # One write batch at a time: check-and-insert is serialised, which makes it race-free.
         default_factory=lambda: BatchConfig(max_batch_size=128, max_delay_ms=2.0, max_queue=4096, max_in_flight=1)
     )
+    # Concurrent checks' Milvus searches, merged: two calls in flight, a third gathers what arrives meanwhile.
+    search_batch: BatchConfig = dataclasses.field(
+        default_factory=lambda: BatchConfig(max_batch_size=64, max_delay_ms=2.0, max_queue=1024, max_in_flight=2)
+    )
     limits: Limits = dataclasses.field(default_factory=Limits)
     security: SecurityConfig = dataclasses.field(default_factory=SecurityConfig)
     decode_threads: int = max(2, os.cpu_count() or 2)

@@ -138,6 +138,14 @@ class _EmbedJob:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class _SearchJob:
+    milvus_name: str
+    vectors: np.ndarray  # [n, dim]: the query, and its framed photo's view when it shows one
+    top_k: int
+    deadline: Deadline | None  # the caller's; None: no deadline
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _WriteJob:
     collection: str
     id: str
@@ -182,11 +190,17 @@ class DedupService:
         self.write_batcher: MicroBatcher[_WriteJob, _WriteResult | DedupError] = MicroBatcher(
             self._write_batch, config.write_batch, name="write"
         )
+        # Concurrent checks share one Milvus search: a search costs Milvus and the client far more per call than
+        # per vector (make bench-scale), so merged calls keep the latency of many concurrent checks down.
+        self.search_batcher: MicroBatcher[_SearchJob, list[list[Hit]] | DedupError] = MicroBatcher(
+            self._search_batch, config.search_batch, name="search"
+        )
         self._draining = False
 
     def start(self) -> None:
         self.embed_batcher.start()
         self.write_batcher.start()
+        self.search_batcher.start()
 
     def drain(self) -> None:
         """Shutting down: streams read no new item; they finish and answer what they read, then end UNAVAILABLE."""
@@ -194,6 +208,7 @@ class DedupService:
 
     async def close(self) -> None:
         await self.embed_batcher.close()
+        await self.search_batcher.close()
         await self.write_batcher.close()
 
     async def model(self, deadline: Deadline | None = None) -> ModelInfo:
@@ -249,15 +264,7 @@ class DedupService:
             return CheckOutcome(
                 matches=result.matches, inserted=result.inserted, model=model.label, threshold=threshold
             )
-        with tracer.start_as_current_span("search", attributes={"framed": embedded.view is not None}):
-            found = (
-                await asyncio.to_thread(
-                    self._milvus, lambda timeout_s: self._index.search(
-                        milvus_name, _query_vectors(vector, embedded.view), top_k, timeout_s=timeout_s
-                    ),
-                    self._deadline(caller), "Milvus search",
-                )
-            )
+        found = await self._search(_SearchJob(milvus_name, _query_vectors(vector, embedded.view), top_k, caller))
         # The framed photo's hits join the whole image's: each candidate counts with its better similarity, and one
         # found through the framed photo is verified however high it scores (verification/rule.py).
         hits = list(found[0]) + [dataclasses.replace(hit, framed=True) for view_hits in found[1:] for hit in view_hits]
@@ -597,6 +604,47 @@ class DedupService:
         if isinstance(result, DedupError):
             raise result
         return result
+
+    async def _search(self, job: _SearchJob) -> list[list[Hit]]:
+        result = await _before(job.deadline, self.search_batcher.submit(job), "Milvus")
+        if isinstance(result, DedupError):
+            raise result
+        return result
+
+    async def _search_batch(self, jobs: Sequence[_SearchJob]) -> Sequence[list[list[Hit]] | DedupError]:
+        """One Milvus search per collection for every query vector of the batch, at the largest top_k asked
+        (HNSW's ef follows it, so a query asking fewer loses nothing); each job gets its own rows, cut to its
+        top_k. A failed collection fails only its own jobs."""
+        deadline = backend_deadline((job.deadline for job in jobs), wait_cap_s=self._config.backend_wait_s)
+        by_collection: dict[str, list[int]] = {}
+        for position, job in enumerate(jobs):
+            by_collection.setdefault(job.milvus_name, []).append(position)
+        results: list[list[list[Hit]] | DedupError] = [[] for _ in jobs]
+
+        async def one(milvus_name: str, positions: list[int]) -> None:
+            vectors = np.concatenate([jobs[p].vectors for p in positions])
+            top_k = max(jobs[p].top_k for p in positions)
+            with tracer.start_as_current_span("search", attributes={"batch.size": len(vectors)}):
+                try:
+                    found = await asyncio.to_thread(
+                        self._milvus, functools.partial(self._search_rows, milvus_name, vectors, top_k),
+                        deadline, "Milvus search",
+                    )
+                except DedupError as exc:
+                    for p in positions:
+                        results[p] = exc
+                    return
+            start = 0
+            for p in positions:
+                rows = len(jobs[p].vectors)
+                results[p] = [list(hits[:jobs[p].top_k]) for hits in found[start:start + rows]]
+                start += rows
+
+        await asyncio.gather(*(one(name, positions) for name, positions in by_collection.items()))
+        return results
+
+    def _search_rows(self, milvus_name: str, vectors: np.ndarray, top_k: int, timeout_s: float) -> list[list[Hit]]:
+        return self._index.search(milvus_name, vectors, top_k, timeout_s=timeout_s)
 
     async def _embed_batch(self, jobs: Sequence[_EmbedJob]) -> Sequence[np.ndarray]:
         images = [job.pixels for job in jobs]

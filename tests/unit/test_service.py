@@ -113,6 +113,20 @@ async def test_skip_duplicates_inside_one_batch_keeps_exactly_one(make_service) 
     assert (await service.stats("")).collections[0].image_count == 2
 
 
+async def test_concurrent_checks_share_milvus_searches_and_each_gets_its_own_answer(make_service) -> None:
+    # One search in flight: the checks that arrive meanwhile are merged into the next call.
+    service = make_service(search_batch=BatchConfig(max_batch_size=64, max_delay_ms=20, max_queue=128,
+                                                    max_in_flight=1))
+    [o async for o in service.index_stream(_items(IndexItem(id="red", image=RED), IndexItem(id="blue", image=BLUE)))]
+    images = [RED, GREEN, BLUE] * 4
+    outcomes = await asyncio.gather(*(service.check(CheckQuery(image=image, top_k=1 + i % 2))
+                                      for i, image in enumerate(images)))
+    expected = {RED: ["red"], GREEN: [], BLUE: ["blue"]}
+    assert [[m.id for m in o.matches] for o in outcomes] == [expected[image] for image in images]
+    stats = service.search_batcher.stats
+    assert stats.items == len(images) and stats.batches < len(images)
+
+
 async def test_concurrent_insert_if_unique_is_race_free(make_service) -> None:
     service = make_service()
     outcomes = await asyncio.gather(
