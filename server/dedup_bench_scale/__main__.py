@@ -29,7 +29,7 @@ from dedup_server.config import IndexConfig
 from dedup_server.model_identity import ModelInfo, input_colour
 from tqdm import tqdm
 
-from . import background, corpus, milvus_run
+from . import background, corpus, milvus_run, service_search
 
 logger = logging.getLogger("dedup_bench_scale")
 
@@ -267,6 +267,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 entry.update({"search_p50_ms_c1": c1.p50_ms, "search_p99_ms_c1": c1.p99_ms,
                               "search_p50_ms_c32": c32.p50_ms, "search_p99_ms_c32": c32.p99_ms,
                               "search_qps_c32": c32.rps, "search_errors": c1.errors + c32.errors})
+                # The same queries as CheckDuplicate searches them: concurrent ones merged by the service.
+                through = functools.partial(service_search.latency, milvus.uri, name, model,
+                                            _index_config(index_type, {}), queries)
+                s1 = through(concurrency=1, requests=args.c1_requests)
+                s32 = through(concurrency=32, requests=args.c32_requests)
+                entry.update({"service_search_p50_ms_c1": s1.p50_ms, "service_search_p99_ms_c1": s1.p99_ms,
+                              "service_search_p50_ms_c32": s32.p50_ms, "service_search_p99_ms_c32": s32.p99_ms,
+                              "service_search_qps_c32": s32.rps, "service_search_errors": s1.errors + s32.errors})
                 logger.info("%s measured: %s", index_type, entry)
                 if args.groups and index_type == (SHIPPED.index_type if SHIPPED.index_type in types else types[0]):
                     entry.update(_groups(milvus, model, _index_config(index_type, {}), args.groups_timeout_s))
@@ -279,7 +287,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(run_dir, ignore_errors=True)
     result["indexes"] = indexes
     default = next((e for e in indexes if e["index_type"] == SHIPPED.index_type), indexes[0] if indexes else {})
-    for key in ("index_type", "build_s", "milvus_rss_gb", "search_p50_ms_c1", "search_p99_ms_c32", "hit_at_1",
+    for key in ("index_type", "build_s", "milvus_rss_gb", "search_p50_ms_c1", "search_p99_ms_c32",
+                "service_search_p50_ms_c1", "service_search_p99_ms_c32", "segments_searched", "hit_at_1",
                 "groups_s", "groups_peak_rss_gb", "groups", "images_in_groups", "search_params", "build_params"):
         result[key] = default.get(key)
     result["query_kinds"] = {kind: query_kind.count(kind) for kind in ("light", "heavy")}
@@ -335,6 +344,10 @@ def table(result: dict[str, Any]) -> str:
                 f"; c32 p50 {entry['search_p50_ms_c32']} ms p99 {entry['search_p99_ms_c32']} ms "
                 f"({entry['search_qps_c32']} qps); errors {entry['search_errors']}; "
                 f"{entry.get('segments_searched')} segments searched")
+        if "service_search_p50_ms_c1" in entry:
+            line += (f"; through the service's search batcher: c1 p50 {entry['service_search_p50_ms_c1']} ms p99 "
+                     f"{entry['service_search_p99_ms_c1']} ms, c32 p50 {entry['service_search_p50_ms_c32']} ms p99 "
+                     f"{entry['service_search_p99_ms_c32']} ms ({entry['service_search_qps_c32']} qps)")
         if entry.get("groups_error"):
             line += f"; FindDuplicateGroups failed: {entry['groups_error'].strip().splitlines()[-1]}"
         elif entry.get("groups_timed_out_s"):

@@ -25,8 +25,8 @@ from dedup_server.service import DedupService, GroupsQuery, ScanProgress
 from .milvus_run import COLLECTION, PREFIX
 
 
-class _KnownModel:
-    """The embedder of a service that only scans: it knows the model, and never embeds."""
+class KnownModel:
+    """The embedder of a service that only scans or searches vectors: it knows the model, and never embeds."""
 
     def __init__(self, model: ModelInfo) -> None:
         self._model = model
@@ -61,7 +61,7 @@ async def _run(uri: str, model: ModelInfo, index: IndexConfig) -> dict[str, obje
     pool = ThreadPoolExecutor(2)
     milvus_index = MilvusIndex(uri=uri, token="", prefix=PREFIX, index=index, call_timeout_s=600)
     config = ServerConfig(milvus_uri=uri, collection_prefix=PREFIX, index=index)
-    service = DedupService(config, embedder=_KnownModel(model), index=milvus_index,  # type: ignore[arg-type]
+    service = DedupService(config, embedder=KnownModel(model), index=milvus_index,  # type: ignore[arg-type]
                            decode_pool=pool)
     before = _peak_rss_gb()
     started = time.monotonic()

@@ -264,7 +264,7 @@ class DedupService:
             return CheckOutcome(
                 matches=result.matches, inserted=result.inserted, model=model.label, threshold=threshold
             )
-        found = await self._search(_SearchJob(milvus_name, _query_vectors(vector, embedded.view), top_k, caller))
+        found = await self.search(milvus_name, _query_vectors(vector, embedded.view), top_k, caller)
         # The framed photo's hits join the whole image's: each candidate counts with its better similarity, and one
         # found through the framed photo is verified however high it scores (verification/rule.py).
         hits = list(found[0]) + [dataclasses.replace(hit, framed=True) for view_hits in found[1:] for hit in view_hits]
@@ -605,7 +605,12 @@ class DedupService:
             raise result
         return result
 
-    async def _search(self, job: _SearchJob) -> list[list[Hit]]:
+    async def search(
+        self, milvus_name: str, vectors: np.ndarray, top_k: int, caller: Deadline | None = None
+    ) -> list[list[Hit]]:
+        """The nearest stored images of each query vector, best first, in a Milvus call shared with the concurrent
+        checks (search_batcher). ``milvus_name``: an opened collection's (index.py)."""
+        job = _SearchJob(milvus_name, vectors, top_k, caller)
         result = await _before(job.deadline, self.search_batcher.submit(job), "Milvus")
         if isinstance(result, DedupError):
             raise result

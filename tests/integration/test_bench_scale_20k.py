@@ -17,7 +17,8 @@ from tests.conftest import REPO
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KEYS = ("vectors", "index_type", "insert_rows_s", "build_s", "milvus_rss_gb", "search_p50_ms_c1",
-        "search_p99_ms_c32", "hit_at_1", "groups_s", "groups_peak_rss_gb")
+        "search_p99_ms_c32", "service_search_p99_ms_c32", "segments_searched", "hit_at_1", "groups_s",
+        "groups_peak_rss_gb")
 
 
 def test_bench_scale_at_20k_vectors(tmp_path: Path) -> None:
