@@ -108,12 +108,13 @@ class MilvusConfig:
     # Lease of each component's registration in etcd. After a kill, the dead instance's sessions linger this long
     # and block load_collection on the next start (measured: ~25 s with Milvus' default of 30 s).
     session_ttl_s: int = 10
-    # Fewer, larger segments: every search visits every sealed segment, each an HNSW graph of its own, and a graph's
-    # search cost grows with the log of its size. 2.3.5's defaults (512 MB, sealed at 23 %) cut 1M images of the
-    # service's schema (~6 KB a row as Milvus estimates it) into 45 segments of 20k rows; at 2 GB and 25 % they are
-    # sealed at ~87k rows, and compaction merges those into segments of ~300-440k (deploy/CAPACITY.md).
-    segment_max_size_mb: int = 2048
-    segment_seal_proportion: float = 0.25
+    # Milvus' segment size (dataCoord.segment.maxSize, MB) and the share of it at which a growing segment is sealed.
+    # Every search visits every sealed segment, each an HNSW graph of its own: 2.3.5's defaults (512 MB, 23 %) cut
+    # 1M rows of our schema into 45 segments of ~20k. Larger segments (2048, 0.25: 12 of ~87k at 1M) were measured
+    # at 200k to lose hit@1 at the same ef (0.926 against 0.980 at 100k in 20k-row segments; deploy/CAPACITY.md), so
+    # the defaults stay Milvus' own until a sweep at equal hit@1 says otherwise.
+    segment_max_size_mb: int = 512
+    segment_seal_proportion: float = 0.23
 
     def __post_init__(self) -> None:
         if self.startup_timeout_s <= 0 or self.stop_grace_s < 0 or self.session_ttl_s <= 0:

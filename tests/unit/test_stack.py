@@ -261,9 +261,12 @@ def test_milvus_configs_carry_every_port(tmp_path: Path) -> None:
     for port in ports.template_values().values():
         assert f":{port}" in milvus_yaml or f" {port}" in milvus_yaml
     assert "ttl: 7" in milvus_yaml
-    # Fewer, larger segments than 2.3.5's defaults (512, 0.23): every search visits every segment.
-    assert "maxSize: 2048 # Maximum size of a segment in MB" in milvus_yaml
-    assert "sealProportion: 0.25" in milvus_yaml
+    # The segment settings are ours to set (every search visits every segment); the defaults are Milvus' own.
+    assert "maxSize: 512 # Maximum size of a segment in MB" in milvus_yaml
+    assert "sealProportion: 0.23" in milvus_yaml
+    larger = write_configs(MilvusConfig(base_dir=tmp_path / "larger", ports=ports, segment_max_size_mb=2048,
+                                        segment_seal_proportion=0.25))
+    assert "maxSize: 2048 # Maximum size of a segment in MB" in (larger / "milvus.yaml").read_text()
     assert "{{" not in milvus_yaml
     assert str(tmp_path / "data") in milvus_yaml
     etcd_yaml = (configs / "embedEtcd.yaml").read_text()
