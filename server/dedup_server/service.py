@@ -447,7 +447,8 @@ class DedupService:
         vectors = np.stack([image.vector for image in batch])
         with tracer.start_as_current_span("search", attributes={"batch.size": len(batch)}):
             found = await asyncio.to_thread(
-                self._milvus, functools.partial(self._search_bare, milvus_name, vectors, top_k + 1),
+                self._milvus,
+                functools.partial(self._search_rows, milvus_name, vectors, top_k + 1, with_metadata=False),
                 self._deadline(caller), "Milvus search",
             )
         return batch, [_without(hits, image.id) for image, hits in zip(batch, found, strict=True)]
@@ -648,8 +649,11 @@ class DedupService:
         await asyncio.gather(*(one(name, positions) for name, positions in by_collection.items()))
         return results
 
-    def _search_rows(self, milvus_name: str, vectors: np.ndarray, top_k: int, timeout_s: float) -> list[list[Hit]]:
-        return self._index.search(milvus_name, vectors, top_k, timeout_s=timeout_s)
+    def _search_rows(
+        self, milvus_name: str, vectors: np.ndarray, top_k: int, timeout_s: float, *, with_metadata: bool = True
+    ) -> list[list[Hit]]:
+        """index.search in the call shape _milvus retries (the timeout last)."""
+        return self._index.search(milvus_name, vectors, top_k, timeout_s=timeout_s, with_metadata=with_metadata)
 
     async def _embed_batch(self, jobs: Sequence[_EmbedJob]) -> Sequence[np.ndarray]:
         images = [job.pixels for job in jobs]
@@ -687,8 +691,6 @@ class DedupService:
                     results[position] = outcome
         return results
 
-    def _search_bare(self, milvus_name: str, vectors: np.ndarray, top_k: int, timeout_s: float) -> list[list[Hit]]:
-        return self._index.search(milvus_name, vectors, top_k, timeout_s=timeout_s, with_metadata=False)
 
     def _milvus(self, call: Callable[[float], T], deadline: Deadline, what: str) -> T:
         """call(timeout_s), retried while Milvus is unreachable and `deadline` allows (blocking: run in a thread)."""
