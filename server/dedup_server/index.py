@@ -332,11 +332,10 @@ class MilvusIndex:
                 milvus_name, ids=ids, output_fields=[ID_FIELD, METADATA_FIELD],
                 timeout=self._call_timeout_s if timeout_s is None else timeout_s,
             )
-        stored = {str(row[ID_FIELD]): _as_str_map(row.get(METADATA_FIELD)) for row in rows}
+        stored = {str(row[ID_FIELD]): row.get(METADATA_FIELD) for row in rows}
         described = []
         for hit in hits:
-            metadata = dict(stored.get(hit.id, {}))
-            layout = metadata.pop(LAYOUT_KEY, "")
+            metadata, layout = _metadata_and_layout(stored.get(hit.id))
             described.append(dataclasses.replace(hit, metadata=metadata, layout=layout))
         return described
 
@@ -488,9 +487,14 @@ def _stored(row: Mapping[str, Any]) -> StoredImage:
 
 
 def _hit(hit: Mapping[str, Any]) -> Hit:
-    metadata = _as_str_map(hit.get("entity", {}).get(METADATA_FIELD))
-    layout = metadata.pop(LAYOUT_KEY, "")
+    metadata, layout = _metadata_and_layout(hit.get("entity", {}).get(METADATA_FIELD))
     return Hit(id=str(hit["id"]), similarity=float(hit["distance"]), metadata=metadata, layout=layout)
+
+
+def _metadata_and_layout(stored: Any) -> tuple[dict[str, str], str]:
+    """A stored metadata field as the caller's metadata and the layout the front keeps beside it."""
+    metadata = _as_str_map(stored)
+    return metadata, metadata.pop(LAYOUT_KEY, "")
 
 
 def _as_str_map(value: Any) -> dict[str, str]:

@@ -17,7 +17,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TypeVar
 
@@ -622,9 +622,7 @@ class DedupService:
         (HNSW's ef follows it, so a query asking fewer loses nothing); each job gets its own rows, cut to its
         top_k. A failed collection fails only its own jobs."""
         deadline = backend_deadline((job.deadline for job in jobs), wait_cap_s=self._config.backend_wait_s)
-        by_collection: dict[str, list[int]] = {}
-        for position, job in enumerate(jobs):
-            by_collection.setdefault(job.milvus_name, []).append(position)
+        by_collection = _positions_by(job.milvus_name for job in jobs)
         results: list[list[list[Hit]] | DedupError] = [[] for _ in jobs]
 
         async def one(milvus_name: str, positions: list[int]) -> None:
@@ -672,9 +670,7 @@ class DedupService:
         deadline = backend_deadline((job.deadline for job in jobs), wait_cap_s=self._config.backend_wait_s)
         model = await self.model(deadline)
         results: list[_WriteResult | DedupError] = [_WriteResult(matches=(), inserted=False)] * len(jobs)
-        by_collection: dict[str, list[int]] = {}
-        for position, job in enumerate(jobs):
-            by_collection.setdefault(job.collection, []).append(position)
+        by_collection = _positions_by(job.collection for job in jobs)
         with tracer.start_as_current_span("search_and_insert", attributes={"batch.size": len(jobs)}):
             for collection, positions in by_collection.items():
                 outcomes: Sequence[_WriteResult | DedupError]
@@ -885,6 +881,14 @@ def _without_unstored(result: _WriteResult, unstored: set[str], error: DedupErro
     if not matches:
         return error
     return result if len(matches) == len(result.matches) else _WriteResult(matches=matches, inserted=False)
+
+
+def _positions_by(keys: Iterable[str]) -> dict[str, list[int]]:
+    """The batch positions of each key (a collection), in batch order: one backend call per collection."""
+    positions: dict[str, list[int]] = {}
+    for position, key in enumerate(keys):
+        positions.setdefault(key, []).append(position)
+    return positions
 
 
 def _without(hits: Sequence[Hit], image_id: str) -> list[Hit]:
