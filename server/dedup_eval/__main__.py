@@ -181,12 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         f"server default threshold {default:.4f} ({stats.threshold_source}); verification band "
         f"[{default - (served_rule.below if served_rule else 0):.4f}, "
         f"{default + (served_rule.above if served_rule else 0):.4f})"
-        + (f", >= {served_rule.min_inliers} inliers covering >= {served_rule.min_coverage:.0%}" if served_rule else ""),
+        + (f", >= {served_rule.min_inliers} inliers covering >= {served_rule.min_coverage:.1%}" if served_rule else ""),
         f"{'chosen on the calibration split' if args.calibrate else 'served'} (precision >= "
         f"{calibrate.MIN_PRECISION}, modelled false alarms at "
         f"{calibrate.BUDGET_SIZE:,} images <= {calibrate.BUDGET:.0%}): threshold {chosen.threshold:.4f}, band "
         f"[{chosen.lo:.3f}, {chosen.hi:.3f}), >= {chosen.rule.min_inliers} inliers, coverage >= "
-        f"{chosen.rule.min_coverage:.0%}; calibration precision {chosen.precision:.4f}, recall {chosen.recall:.4f}",
+        f"{chosen.rule.min_coverage:.1%}; calibration precision {chosen.precision:.4f}, recall {chosen.recall:.4f}",
         "",
         "TEST SPLIT (held out)",
         table(columns),

@@ -42,15 +42,19 @@ LOWS = tuple(round(x, 3) for x in np.arange(0.35, 0.701, 0.025))
 # but such a tail is extrapolated from ~1e5 pairs to the 1e-8 a 1M-image budget needs, and the held-out split's
 # tail (a few sky photos) put the same rule at 49 % false alarms at 1M. 0.98 is where that disagreement no longer
 # matters (p < 1e-8 on both splits' fits).
-# It did not hold: the same recipe built in another environment (model_version a0e3e07f8ed5, then 253ee1a99476,
-# byte-identical on two rebuilds since) moved the held-out fit of p(s >= 0.98) from under 1e-9 to 3e-8, 3 % false
-# alarms at 1M. So the search also offers tops that leave less to the extrapolated tail: 0.99, and VERIFY_ALL,
-# above any cosine, where nothing is accepted alone; every duplicate then shows geometric evidence (or is
-# featureless and its cosine clears the threshold), and with K candidates verified FA(N) <= 1 - (1 - q)^K at any
-# N, bounded by the measured q instead of an extrapolation.
-ACCEPT_ALONE = 0.98
+# It did not hold: the same pinned recipe builds different bytes on different hosts (a0e3e07f8ed5 on one, 253ee1a99476
+# on another and in CI, each byte-identical on rebuilds there; the FP32 export already differs, so the float paths of
+# the host's CPU, not the quantiser, decide), and 253ee1a99476 moved the held-out fit of p(s >= 0.98) from under 1e-9 to
+# 3e-8, 3 % false alarms at 1M, while the calibration split's fit still put the upper end of its interval at 0.24 %. A
+# tail extrapolated over four orders of magnitude is not something to rest the budget on. So nothing is accepted alone
+# any more: the top is VERIFY_ALL, above any cosine, and every duplicate shows geometric evidence (or is featureless and
+# its cosine clears the threshold). With K candidates verified, FA(N) <= 1 - (1 - q)^K at any N: bounded by the measured
+# q, not by an extrapolation. Measured on the calibration split (253ee1a99476, the best rule of each top): tops 0.98 /
+# 0.99 / VERIFY_ALL gave the same recall 0.9880 and precision 0.9997, with 87.2 / 88.7 / 93.7 % of the queries verified.
+# The server's band is [threshold - below, threshold + above): above is calibrated so that its top is VERIFY_ALL.
+ACCEPT_ALONE = 0.98  # the former top, kept for the record above
 VERIFY_ALL = 1.01  # above the cosine of any two unit vectors (float32 rounding stays within 1e-6 of 1)
-HIGHS = (ACCEPT_ALONE, 0.99, VERIFY_ALL)
+HIGHS = (VERIFY_ALL,)
 MIN_INLIERS = (8, 12, 16, 20, 25, 30)
 MIN_COVERAGE = (0.005, 0.01, 0.02, 0.05)
 
