@@ -20,6 +20,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from dedup_server.decision import IDENTICAL
 from dedup_server.verification.rule import VerificationRule
 
 from . import falsealarm
@@ -138,8 +139,8 @@ def choose(
                 for similarity, correct, passed, framed, featureless in rows:
                     if similarity >= hi and not framed:
                         match = True
-                    elif similarity >= lo and verified < MAX_CANDIDATES:
-                        verified += 1
+                    elif similarity >= lo and (verified < MAX_CANDIDATES or _twin(similarity, framed)):
+                        verified += not _twin(similarity, framed)  # as the server's to_verify: twins take no slot
                         match = passed[index] or (featureless and similarity >= cosine)
                     elif similarity >= lo:
                         continue
@@ -187,3 +188,8 @@ def _cosine_threshold(tails: Sequence[tuple[falsealarm.TailFit, np.ndarray]], lo
         if falsealarm.FalseAlarmModel.rate(BUDGET_SIZE, p_pair, 0.0, 0.0, 0) <= BUDGET:
             return round(float(t), 4)
     return round(hi, 4)
+
+
+def _twin(similarity: float, framed: bool) -> bool:
+    """An identical candidate (decision.IDENTICAL): verified beside the max_candidates, not among them."""
+    return similarity >= IDENTICAL and not framed

@@ -35,12 +35,28 @@ def _best_per_id(hits: Sequence[Hit]) -> list[Hit]:
     return sorted(best.values(), key=lambda h: h.similarity, reverse=True)
 
 
+#: A cosine this high is the same model input (float32 rounding keeps identical vectors within 1e-6 of 1): a byte
+#: copy or a re-encode. Such a candidate is still verified, but it does not use up one of the rule's max_candidates:
+#: with K = 1 the identical twin of a stored image would otherwise take the only verification, and the copies of
+#: both (say a mirrored copy and its own twin) would never be joined in duplicate groups.
+IDENTICAL: Final = 0.9999
+
+
 def to_verify(hits: Sequence[Hit], threshold: float, rule: VerificationRule) -> list[str]:
-    """The ids whose decision needs local features: in the band, best first, at most rule.max_candidates."""
+    """The ids whose decision needs local features: in the band, best first; at most rule.max_candidates of them,
+    not counting identical candidates (IDENTICAL)."""
     if not rule.enabled:
         return []
-    in_band = [hit.id for hit in _best_per_id(hits) if rule.in_band(hit.similarity, threshold, framed=hit.framed)]
-    return in_band[: rule.max_candidates]
+    chosen, counted = [], 0
+    for hit in _best_per_id(hits):
+        if not rule.in_band(hit.similarity, threshold, framed=hit.framed):
+            continue
+        identical = hit.similarity >= IDENTICAL and not hit.framed
+        if not identical and counted == rule.max_candidates:
+            break
+        chosen.append(hit.id)
+        counted += not identical
+    return chosen
 
 
 def decide(

@@ -156,6 +156,16 @@ def test_only_the_best_band_candidates_are_verified() -> None:
     assert to_verify(hits, 0.7, COSINE_ONLY) == []
 
 
+def test_identical_twins_take_no_verification_slot() -> None:
+    # With K = 1 and the band reaching past any cosine, a stored image's byte copy (cosine 1) would take the only
+    # verification, and its mirrored copy (0.93) would never join its group.
+    rule = VerificationRule(below=0.4, above=0.2, min_inliers=12, min_coverage=0.005, max_candidates=1)
+    hits = _hits(("twin", 1.0), ("twin-2", 0.99995), ("mirrored", 0.93), ("other", 0.9))
+    assert to_verify(hits, 0.85, rule) == ["twin", "twin-2", "mirrored"]
+    framed = Hit(id="framed", similarity=1.0, metadata={}, framed=True)  # a partial view is never a twin
+    assert to_verify([framed, *_hits(("mirrored", 0.93))], 0.85, rule) == ["framed"]
+
+
 def test_decide_with_evidence() -> None:
     hits = _hits(("look-alike", 0.78), ("copy", 0.65), ("far", 0.3))
     verified = {"look-alike": Verified(WEAK, False), "copy": Verified(STRONG, True)}
