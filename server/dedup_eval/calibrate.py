@@ -20,7 +20,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from dedup_server.decision import IDENTICAL
+from dedup_server.decision import is_twin
 from dedup_server.verification.rule import VerificationRule
 
 from . import falsealarm
@@ -53,7 +53,6 @@ LOWS = tuple(round(x, 3) for x in np.arange(0.35, 0.701, 0.025))
 # q, not by an extrapolation. Measured on the calibration split (253ee1a99476, the best rule of each top): tops 0.98 /
 # 0.99 / VERIFY_ALL gave the same recall 0.9880 and precision 0.9997, with 87.2 / 88.7 / 93.7 % of the queries verified.
 # The server's band is [threshold - below, threshold + above): above is calibrated so that its top is VERIFY_ALL.
-ACCEPT_ALONE = 0.98  # the former top, kept for the record above
 VERIFY_ALL = 1.01  # above the cosine of any two unit vectors (float32 rounding stays within 1e-6 of 1)
 HIGHS = (VERIFY_ALL,)
 MIN_INLIERS = (8, 12, 16, 20, 25, 30)
@@ -139,8 +138,8 @@ def choose(
                 for similarity, correct, passed, framed, featureless in rows:
                     if similarity >= hi and not framed:
                         match = True
-                    elif similarity >= lo and (verified < MAX_CANDIDATES or _twin(similarity, framed)):
-                        verified += not _twin(similarity, framed)  # as the server's to_verify: twins take no slot
+                    elif similarity >= lo and (verified < MAX_CANDIDATES or is_twin(similarity, framed=framed)):
+                        verified += not is_twin(similarity, framed=framed)  # as the server's to_verify
                         match = passed[index] or (featureless and similarity >= cosine)
                     elif similarity >= lo:
                         continue
@@ -188,8 +187,3 @@ def _cosine_threshold(tails: Sequence[tuple[falsealarm.TailFit, np.ndarray]], lo
         if falsealarm.FalseAlarmModel.rate(BUDGET_SIZE, p_pair, 0.0, 0.0, 0) <= BUDGET:
             return round(float(t), 4)
     return round(hi, 4)
-
-
-def _twin(similarity: float, framed: bool) -> bool:
-    """An identical candidate (decision.IDENTICAL): verified beside the max_candidates, not among them."""
-    return similarity >= IDENTICAL and not framed

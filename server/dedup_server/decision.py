@@ -42,6 +42,12 @@ def _best_per_id(hits: Sequence[Hit]) -> list[Hit]:
 IDENTICAL: Final = 0.9999
 
 
+def is_twin(similarity: float, *, framed: bool) -> bool:
+    """An identical candidate (IDENTICAL): verified beside the rule's max_candidates, not among them. A framed
+    candidate is a partial view, never a twin."""
+    return similarity >= IDENTICAL and not framed
+
+
 def to_verify(hits: Sequence[Hit], threshold: float, rule: VerificationRule) -> list[str]:
     """The ids whose decision needs local features: in the band, best first; at most rule.max_candidates of them,
     not counting identical candidates (IDENTICAL)."""
@@ -51,7 +57,7 @@ def to_verify(hits: Sequence[Hit], threshold: float, rule: VerificationRule) -> 
     for hit in _best_per_id(hits):
         if not rule.in_band(hit.similarity, threshold, framed=hit.framed):
             continue
-        identical = hit.similarity >= IDENTICAL and not hit.framed
+        identical = is_twin(hit.similarity, framed=hit.framed)
         if not identical and counted == rule.max_candidates:
             break
         chosen.append(hit.id)
