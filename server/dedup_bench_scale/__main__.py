@@ -49,10 +49,10 @@ BUILDS: dict[str, dict[str, int]] = {
     "FLAT": {},  # a check of the measurement itself: its hit@1 must be 1
 }
 SWEEPS: dict[str, tuple[dict[str, int], ...]] = {
-    "HNSW": ({"ef": 16}, {"ef": 32}, {"ef": 64}, {"ef": 128}, {"ef": 256}),
+    "HNSW": ({"ef": 16}, {"ef": 32}, {"ef": 64}, {"ef": 128}, {"ef": 256}, {"ef": 512}),
     "IVF_SQ8": ({"nprobe": 8}, {"nprobe": 16}, {"nprobe": 32}, {"nprobe": 64}),
     "IVF_PQ": ({"nprobe": 8}, {"nprobe": 16}, {"nprobe": 32}, {"nprobe": 64}),
-    "IVF_FLAT": ({"nprobe": 8}, {"nprobe": 16}, {"nprobe": 32}),
+    "IVF_FLAT": ({"nprobe": 8}, {"nprobe": 16}, {"nprobe": 32}, {"nprobe": 64}),
     "FLAT": ({},),
 }
 
@@ -76,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=REPO_DIR / ".dedup-data" / "bench-scale",
                         help="Milvus' data and logs (removed after the run) and bench-scale.json")
     parser.add_argument("--model-repository", type=Path, default=REPO_DIR / "triton_models")
+    layout = milvus_run.SegmentLayout()
+    parser.add_argument("--segment-max-size-mb", type=int, default=layout.max_size_mb,
+                        help="Milvus dataCoord.segment.maxSize (default: 2.3.5's own)")
+    parser.add_argument("--segment-seal-proportion", type=float, default=layout.seal_proportion,
+                        help="share of maxSize at which a growing segment is sealed")
+    parser.add_argument("--segment-max-binlog-files", type=int, default=layout.max_binlog_files,
+                        help="binlog files (16 MB each) at which a growing segment is sealed")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -201,7 +208,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     run_dir = args.out / f"run-{os.getpid()}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    milvus = milvus_run.Milvus(run_dir / "milvus", REPO_DIR / ".dedup-data" / "milvus-install")
+    layout = milvus_run.SegmentLayout(max_size_mb=args.segment_max_size_mb,
+                                      seal_proportion=args.segment_seal_proportion,
+                                      max_binlog_files=args.segment_max_binlog_files)
+    result["segment_layout"] = dataclasses.asdict(layout)
+    milvus = milvus_run.Milvus(run_dir / "milvus", REPO_DIR / ".dedup-data" / "milvus-install", layout)
     indexes: list[dict[str, Any]] = []
     try:
         result["milvus_start_s"] = round(milvus.start(), 1)
@@ -320,7 +331,8 @@ def table(result: dict[str, Any]) -> str:
         f"  insert {result['insert_rows_s']:,.0f} rows/s ({result['insert_s']} s + flush {result['flush_s']} s); "
         f"Milvus idle RSS {result['milvus_idle_rss_gb']} GiB",
         f"  segments: {len(result['segments_after_insert'])} sealed by the insert, {len(result['segments'])} after "
-        f"compaction ({result['compact_s']} s; rows {', '.join(f'{n:,}' for n in result['segments'])})",
+        f"compaction ({result['compact_s']} s; rows {', '.join(f'{n:,}' for n in result['segments'])}); "
+        f"Milvus segment settings {result['segment_layout']}",
         f"  float16 vectors ({result['float16']['vector_bytes']} B): hit@1 {result['float16']['hit_at_1']} "
         "(exact search, numpy)",
         "",

@@ -40,12 +40,24 @@ def client(uri: str) -> MilvusClient:
     return MilvusClient(uri=uri, timeout=3600, grpc_options={"grpc.keepalive_time_ms": 600_000})
 
 
+@dataclasses.dataclass(frozen=True)
+class SegmentLayout:
+    """How Milvus cuts the rows into sealed segments (MilvusConfig's defaults are 2.3.5's own). Every search visits
+    every segment, each an index of its own, so their number sets a search's cost as much as their size."""
+
+    max_size_mb: int = MilvusConfig.segment_max_size_mb
+    seal_proportion: float = MilvusConfig.segment_seal_proportion
+    max_binlog_files: int = MilvusConfig.segment_max_binlog_files
+
+
 class Milvus:
     """The bench's own Milvus standalone; restartable on the same data (to measure memory after a fresh load)."""
 
-    def __init__(self, base_dir: Path, install_dir: Path) -> None:
+    def __init__(self, base_dir: Path, install_dir: Path, segments: SegmentLayout) -> None:
         self.config = MilvusConfig(base_dir=base_dir, ports=MilvusPorts.pick_free(), install_dir=install_dir,
-                                   startup_timeout_s=300)
+                                   startup_timeout_s=300, segment_max_size_mb=segments.max_size_mb,
+                                   segment_seal_proportion=segments.seal_proportion,
+                                   segment_max_binlog_files=segments.max_binlog_files)
         self.process: MilvusProcess | None = None
 
     @property

@@ -115,12 +115,18 @@ class MilvusConfig:
     # the defaults stay Milvus' own until a sweep at equal hit@1 says otherwise.
     segment_max_size_mb: int = 512
     segment_seal_proportion: float = 0.23
+    # 2.3.5 also seals a growing segment at this many binlog files (dataCoord.segment.maxBinlogFileNumber), one per
+    # 16 MB flush of the data node's insert buffer: its default of 32 caps a segment at ~512 MB whatever maxSize says
+    # (the 12 segments of ~87k seen at 1M with maxSize 2048).
+    segment_max_binlog_files: int = 32
 
     def __post_init__(self) -> None:
         if self.startup_timeout_s <= 0 or self.stop_grace_s < 0 or self.session_ttl_s <= 0:
             raise ValueError("Milvus timeouts must be positive")
         if self.segment_max_size_mb <= 0 or not 0 < self.segment_seal_proportion <= 1:
             raise ValueError("Milvus segment size must be positive and its seal proportion in (0, 1]")
+        if self.segment_max_binlog_files <= 0:
+            raise ValueError("Milvus' binlog files per segment must be positive")
 
     @property
     def uri(self) -> str:
@@ -160,6 +166,7 @@ def write_configs(config: MilvusConfig) -> Path:
     server_config.set("common.session.ttl", config.session_ttl_s)  # no placeholder: replaced by key path
     server_config.set("dataCoord.segment.maxSize", config.segment_max_size_mb)
     server_config.set("dataCoord.segment.sealProportion", config.segment_seal_proportion)
+    server_config.set("dataCoord.segment.maxBinlogFileNumber", config.segment_max_binlog_files)
     server_config.resolve_storage()  # sets the data/log paths under base and creates the dirs
     unresolved = [k for k, (_, v) in server_config.configurable_items.items() if v is None]
     if unresolved:

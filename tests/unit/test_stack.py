@@ -265,8 +265,10 @@ def test_milvus_configs_carry_every_port(tmp_path: Path) -> None:
     assert "maxSize: 512 # Maximum size of a segment in MB" in milvus_yaml
     assert "sealProportion: 0.23" in milvus_yaml
     larger = write_configs(MilvusConfig(base_dir=tmp_path / "larger", ports=ports, segment_max_size_mb=2048,
-                                        segment_seal_proportion=0.25))
+                                        segment_seal_proportion=0.25, segment_max_binlog_files=1024))
     assert "maxSize: 2048 # Maximum size of a segment in MB" in (larger / "milvus.yaml").read_text()
+    assert "maxBinlogFileNumber: 1024" in (larger / "milvus.yaml").read_text()
+    assert "maxBinlogFileNumber: 32" in milvus_yaml
     assert "{{" not in milvus_yaml
     assert str(tmp_path / "data") in milvus_yaml
     etcd_yaml = (configs / "embedEtcd.yaml").read_text()
