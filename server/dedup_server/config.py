@@ -80,9 +80,10 @@ class IndexConfig:
     index_type: str = "HNSW"
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
-    # make bench (2026-11-28): at 100k vectors every ef from 16 to 256 found the exact nearest image for heavily
-    # edited copies (hit@1 1.0); 64 keeps 4x headroom over 16 at 3.1 ms p50 against 4.6 ms for 128.
-    hnsw_ef: int = 64
+    # make bench-scale at 1M (2026-12-07, 50 segments of ~20k): hit@1 of planted copies 0.985 at ef 64 and 0.995 at
+    # 128 (c1 p50 36 against 54 ms); at 100k 0.980 against 0.990 (7.4 against 8.7 ms). 128 is the smallest ef that
+    # keeps hit@1 >= 0.99 at both sizes (deploy/CAPACITY.md).
+    hnsw_ef: int = 128
     ivf_nlist: int = 1024
     ivf_nprobe: int = 16
 
