@@ -353,13 +353,15 @@ class MilvusIndex:
         return {str(row[ID_FIELD]): str(row[SIGNATURE_FIELD]) for row in rows if row.get(SIGNATURE_FIELD)}
 
     def scan(
-        self, milvus_name: str, *, batch_size: int, timeout_s: float | None = None
+        self, milvus_name: str, *, batch_size: int, timeout_s: float | None = None, vectors: bool = True
     ) -> Generator[list[StoredImage], None, None]:
-        """Every stored image (id and vector), a batch at a time; blocking: pull batches from a thread."""
+        """Every stored image (id and, unless ``vectors`` is False, vector: an empty one then), a batch at a time, in
+        the collection's primary-key order; blocking: pull batches from a thread."""
+        fields = [ID_FIELD, VECTOR_FIELD, METADATA_FIELD, INSERTED_AT_FIELD] if vectors else \
+            [ID_FIELD, METADATA_FIELD, INSERTED_AT_FIELD]
         with _milvus_errors("scan"):
             iterator = self._client.query_iterator(
-                milvus_name, batch_size=batch_size, filter="",
-                output_fields=[ID_FIELD, VECTOR_FIELD, METADATA_FIELD, INSERTED_AT_FIELD],
+                milvus_name, batch_size=batch_size, filter="", output_fields=fields,
                 timeout=self._call_timeout_s if timeout_s is None else timeout_s,
             )
         try:
@@ -482,7 +484,7 @@ def _check_recorded_name(described: Mapping[str, Any], name: str, milvus_name: s
 def _stored(row: Mapping[str, Any]) -> StoredImage:
     metadata = _as_str_map(row.get(METADATA_FIELD))
     layout = metadata.pop(LAYOUT_KEY, "")
-    return StoredImage(id=str(row[ID_FIELD]), vector=np.asarray(row[VECTOR_FIELD], dtype=np.float32),
+    return StoredImage(id=str(row[ID_FIELD]), vector=np.asarray(row.get(VECTOR_FIELD, ()), dtype=np.float32),
                        metadata=metadata, layout=layout, inserted_at=int(row.get(INSERTED_AT_FIELD) or 0))
 
 

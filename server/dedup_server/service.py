@@ -11,6 +11,7 @@ the first batch of a turn searches with Strong consistency to see the other fron
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -24,7 +25,7 @@ from typing import TypeVar
 import numpy as np
 from opentelemetry import trace
 
-from . import validation
+from . import groups_scan, validation
 from .batcher import MicroBatcher
 from .config import ServerConfig
 from .coordination import LocalCoordinator, WriteCoordinator, WriteTurn
@@ -55,6 +56,9 @@ GROUPS_SCAN_BATCH = 512
 GROUPS_PROGRESS_EVERY_S = 2.0
 #: Band pairs whose evidence a groups scan remembers until the other side's scan (~200 bytes each).
 GROUPS_VERIFIED_PAIRS = 200_000
+#: From this many images a groups scan finds each image's neighbours by the front's self-join (groups_scan.py), not
+#: one Milvus search a page: at 1M the paged search ran at 49.5-239 images/s here (deploy/CAPACITY.md).
+GROUPS_JOIN_MIN_IMAGES = 10_000
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -394,13 +398,24 @@ class DedupService:
         builder = GroupBuilder()
         verified_pairs = _VerifiedPairs(GROUPS_VERIFIED_PAIRS)
         scanned, reported, reported_at = 0, -1, -math.inf
-        batches = self._index.scan(milvus_name, batch_size=GROUPS_SCAN_BATCH)
-        # The next page is read and searched (Milvus' work) while this one is verified and decided (the front's).
-        page = asyncio.ensure_future(self._searched_page(batches, milvus_name, top_k, caller))
-        try:
-            while (searched := await page) is not None:
-                page = asyncio.ensure_future(self._searched_page(batches, milvus_name, top_k, caller))
-                batch, candidates = searched
+        joined = total >= GROUPS_JOIN_MIN_IMAGES
+        if joined:
+            # Nothing under the band's bottom can be a duplicate, so the join keeps nothing under it.
+            pages = groups_scan.joined_pages(
+                self._index, milvus_name, total=total, top_k=top_k, page_size=GROUPS_SCAN_BATCH,
+                min_similarity=threshold - rule.below if rule.enabled else threshold,
+                progress=groups_scan.Progress(total, GROUPS_PROGRESS_EVERY_S),
+            )
+        else:
+            pages = self._searched_pages(milvus_name, top_k, caller)
+        async with contextlib.aclosing(pages):
+            async for item in pages:
+                if isinstance(item[0], int):  # a joined scan's own progress, in images (its three passes)
+                    logger.info("groups of %s: %d of %d images' worth scanned (joined), %d in pairs", collection,
+                                item[0], item[1], len(builder))
+                    yield ScanProgress(scanned=int(item[0]), total=int(item[1]))
+                    continue
+                batch, candidates = item
                 evidence: Sequence[dict[str, Verified] | None] = [None] * len(batch)
                 if verifiable:
                     evidence = await self._scan_evidence(
@@ -419,23 +434,35 @@ class DedupService:
                         builder.describe(image.id, facts_from_metadata(image.metadata, image.inserted_at),
                                          public_metadata(image.metadata))
                 scanned += len(batch)
-                if time.monotonic() - reported_at >= GROUPS_PROGRESS_EVERY_S:
+                if not joined and time.monotonic() - reported_at >= GROUPS_PROGRESS_EVERY_S:
                     reported, reported_at = scanned, time.monotonic()
                     logger.info("groups of %s: %d of %d images scanned, %d in pairs", collection, scanned,
                                 max(total, scanned), len(builder))
                     yield ScanProgress(scanned=scanned, total=max(total, scanned))
-        finally:
-            # The page in flight owns the scan's generator until its thread returns (a thread cannot be cancelled):
-            # close the generator only then. At most one more page is read and searched.
-            await asyncio.gather(page, return_exceptions=True)
-            await asyncio.to_thread(batches.close)
         if reported != scanned:
-            yield ScanProgress(scanned=scanned, total=max(total, scanned))
+            yield ScanProgress(scanned=scanned, total=max(total, scanned) if not joined else scanned)
         components = await asyncio.to_thread(builder.components, min_size=min_group_size, limit=query.limit)
         logger.info("groups of %s: %d images scanned, %d in pairs, %d groups answered", collection, scanned,
                     len(builder), len(components))
         for k in range(len(components)):
             yield builder.group(components, k, keep)
+
+    async def _searched_pages(
+        self, milvus_name: str, top_k: int, caller: Deadline | None,
+    ) -> AsyncGenerator[tuple[list[StoredImage], list[list[Hit]]], None]:
+        """The paged scan: each page read, then searched in one Milvus call. The next page is read and searched
+        (Milvus' work) while the caller verifies and decides this one (the front's)."""
+        batches = self._index.scan(milvus_name, batch_size=GROUPS_SCAN_BATCH)
+        page = asyncio.ensure_future(self._searched_page(batches, milvus_name, top_k, caller))
+        try:
+            while (searched := await page) is not None:
+                page = asyncio.ensure_future(self._searched_page(batches, milvus_name, top_k, caller))
+                yield searched
+        finally:
+            # The page in flight owns the scan's generator until its thread returns (a thread cannot be cancelled):
+            # close the generator only then. At most one more page is read and searched.
+            await asyncio.gather(page, return_exceptions=True)
+            await asyncio.to_thread(batches.close)
 
     async def _searched_page(
         self, batches: Iterator[list[StoredImage]], milvus_name: str, top_k: int, caller: Deadline | None,

@@ -3,6 +3,7 @@ pairs, its memory, and the scan's paging, progress, cancellation and once-per-pa
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -117,9 +118,10 @@ class _CountingScan:
         self.batch_sizes: list[int] = []
         self._scan = index.scan
 
-    def __call__(self, milvus_name: str, *, batch_size: int, timeout_s: float | None = None) -> Iterator[object]:
+    def __call__(self, milvus_name: str, *, batch_size: int, timeout_s: float | None = None,
+                 vectors: bool = True) -> Iterator[object]:
         self.batch_sizes.append(batch_size)
-        inner = self._scan(milvus_name, batch_size=batch_size, timeout_s=timeout_s)
+        inner = self._scan(milvus_name, batch_size=batch_size, timeout_s=timeout_s, vectors=vectors)
         try:
             for page in inner:
                 self.pages += 1
@@ -160,10 +162,13 @@ async def test_closing_the_answer_stops_the_scan(service: DedupService, monkeypa
     assert counting.closed and counting.pages == 2
 
 
+@pytest.mark.parametrize("joined", [pytest.param(False, id="paged"), pytest.param(True, id="joined")])
 @pytest.mark.parametrize("page", [pytest.param(512, id="one-page"), pytest.param(2, id="pages-of-two")])
 async def test_each_band_pair_is_verified_once(
-    service: DedupService, monkeypatch: pytest.MonkeyPatch, page: int
+    service: DedupService, monkeypatch: pytest.MonkeyPatch, page: int, joined: bool
 ) -> None:
+    if joined:
+        monkeypatch.setattr(service_module, "GROUPS_JOIN_MIN_IMAGES", 0)
     await _index(service, f"verified{page}", 9)  # 5 red, 4 green: 10 + 6 pairs, all inside the band
     band = VerificationRule(below=0.05, above=0.05, max_candidates=10)
     monkeypatch.setattr(service_module, "_rule", lambda calibration, *, cosine_only: band)
@@ -181,3 +186,36 @@ async def test_each_band_pair_is_verified_once(
     groups = [item for item in found if isinstance(item, DuplicateGroup)]
     assert [len(g.ids) for g in groups] == [5, 4]  # verified in: the groups as before
     assert len(verified) == 16  # once per pair, not once from each side (32)
+
+
+async def test_a_joined_scan_reports_its_three_passes_and_leaves_no_spill_file(
+    service: DedupService, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    await _index(service, "joined", 9)
+    monkeypatch.setattr(service_module, "GROUPS_JOIN_MIN_IMAGES", 0)
+    monkeypatch.setattr(service_module, "GROUPS_SCAN_BATCH", 2)
+    monkeypatch.setattr(service_module, "GROUPS_PROGRESS_EVERY_S", 0.0)  # every chance to report, reported
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the spill file goes
+    found = [item async for item in service.find_groups(GroupsQuery(collection="joined"))]
+    progress = [(p.scanned, p.total) for p in found if isinstance(p, ScanProgress)]
+    groups = [item for item in found if isinstance(item, DuplicateGroup)]
+    assert [len(g.ids) for g in groups] == [5, 4]  # the same groups as the paged scan
+    scanned = [s for s, _ in progress]
+    assert scanned == sorted(scanned) and progress[-1] == (9, 9) and len(progress) >= 6  # in images, all passes
+    assert not list(tmp_path.glob("dedup-join-*"))
+
+
+async def test_closing_a_joined_scan_stops_it_and_removes_its_spill_file(
+    service: DedupService, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    await _index(service, "joined-cancelled", 9)
+    monkeypatch.setattr(service_module, "GROUPS_JOIN_MIN_IMAGES", 0)
+    monkeypatch.setattr(service_module, "GROUPS_SCAN_BATCH", 2)
+    monkeypatch.setattr(service_module, "GROUPS_PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    answer = service.find_groups(GroupsQuery(collection="joined-cancelled"))
+    first = await anext(answer)  # reading the vectors
+    assert isinstance(first, ScanProgress) and first.scanned < first.total
+    assert list(tmp_path.glob("dedup-join-*"))
+    await answer.aclose()
+    assert not list(tmp_path.glob("dedup-join-*"))

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from dedup_server import service as service_module
 from dedup_server.config import ServerConfig
 from dedup_server.errors import CollectionNotFound
 from dedup_server.groups import DuplicateGroup, KeepPolicy
@@ -28,8 +29,13 @@ def photo(size: tuple[int, int], fmt: str, colour: tuple[int, int, int] = RED) -
     return encode(Image.new("RGB", size, colour), fmt, **({"quality": 95} if fmt == "JPEG" else {}))
 
 
-@pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[DedupService]:
+@pytest.fixture(params=["paged", "joined"])
+async def service(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+                  ) -> AsyncIterator[DedupService]:
+    # Every answer is the same whichever way the scan finds neighbours: Milvus searches a page at a time, or the
+    # front's self-join (large collections; forced here for a small one).
+    if request.param == "joined":
+        monkeypatch.setattr(service_module, "GROUPS_JOIN_MIN_IMAGES", 0)
     pool = ThreadPoolExecutor(2)
     index = MilvusIndex(uri=str(tmp_path / "milvus.db"), token="", prefix="t_", index=ServerConfig().index)
     config = dataclasses.replace(ServerConfig(milvus_uri=str(tmp_path / "milvus.db"), threshold=0.99))
