@@ -72,6 +72,8 @@ class VectorSpill:
 
     def __init__(self, dim: int, directory: Path | None = None) -> None:
         self.dim = dim
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
         self._dir = tempfile.TemporaryDirectory(prefix="dedup-join-", dir=directory)
         self.path = Path(self._dir.name) / "vectors.f32"
         self._file = open(self.path, "w+b")  # noqa: SIM115 - closed by close()

@@ -59,6 +59,8 @@ GROUPS_VERIFIED_PAIRS = 200_000
 #: From this many images a groups scan finds each image's neighbours by the front's self-join (groups_scan.py), not
 #: one Milvus search a page: at 1M the paged search ran at 49.5-239 images/s here (deploy/CAPACITY.md).
 GROUPS_JOIN_MIN_IMAGES = 10_000
+#: Under the data dir: a joined scan's vectors while it runs (float32: ~5 GB for 1M images of 1280-d), then removed.
+GROUPS_SPILL_DIR = "groups-spill"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -405,6 +407,7 @@ class DedupService:
                 self._index, milvus_name, total=total, top_k=top_k, page_size=GROUPS_SCAN_BATCH,
                 min_similarity=threshold - rule.below if rule.enabled else threshold,
                 progress=groups_scan.Progress(total, GROUPS_PROGRESS_EVERY_S),
+                spill_dir=self._config.data_dir / GROUPS_SPILL_DIR,
             )
         else:
             pages = self._searched_pages(milvus_name, top_k, caller)

@@ -3,7 +3,6 @@ pairs, its memory, and the scan's paging, progress, cancellation and once-per-pa
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,7 +90,7 @@ RED, GREEN = (250, 10, 10), (10, 250, 10)
 async def service(tmp_path: Path) -> AsyncIterator[DedupService]:
     pool = ThreadPoolExecutor(2)
     index = MilvusIndex(uri=str(tmp_path / "milvus.db"), token="", prefix="t_", index=ServerConfig().index)
-    config = ServerConfig(milvus_uri=str(tmp_path / "milvus.db"), threshold=0.99)
+    config = ServerConfig(milvus_uri=str(tmp_path / "milvus.db"), threshold=0.99, data_dir=tmp_path / "data")
     built = DedupService(config, embedder=ColourEmbedder(), index=index, decode_pool=pool)
     built.start()
     yield built
@@ -189,33 +188,33 @@ async def test_each_band_pair_is_verified_once(
 
 
 async def test_a_joined_scan_reports_its_three_passes_and_leaves_no_spill_file(
-    service: DedupService, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    service: DedupService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await _index(service, "joined", 9)
     monkeypatch.setattr(service_module, "GROUPS_JOIN_MIN_IMAGES", 0)
     monkeypatch.setattr(service_module, "GROUPS_SCAN_BATCH", 2)
     monkeypatch.setattr(service_module, "GROUPS_PROGRESS_EVERY_S", 0.0)  # every chance to report, reported
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the spill file goes
+    spills = service._config.data_dir / service_module.GROUPS_SPILL_DIR  # noqa: SLF001 - where the spill goes
     found = [item async for item in service.find_groups(GroupsQuery(collection="joined"))]
     progress = [(p.scanned, p.total) for p in found if isinstance(p, ScanProgress)]
     groups = [item for item in found if isinstance(item, DuplicateGroup)]
     assert [len(g.ids) for g in groups] == [5, 4]  # the same groups as the paged scan
     scanned = [s for s, _ in progress]
     assert scanned == sorted(scanned) and progress[-1] == (9, 9) and len(progress) >= 6  # in images, all passes
-    assert not list(tmp_path.glob("dedup-join-*"))
+    assert not list(spills.glob("dedup-join-*"))
 
 
 async def test_closing_a_joined_scan_stops_it_and_removes_its_spill_file(
-    service: DedupService, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    service: DedupService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await _index(service, "joined-cancelled", 9)
     monkeypatch.setattr(service_module, "GROUPS_JOIN_MIN_IMAGES", 0)
     monkeypatch.setattr(service_module, "GROUPS_SCAN_BATCH", 2)
     monkeypatch.setattr(service_module, "GROUPS_PROGRESS_EVERY_S", 0.0)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    spills = service._config.data_dir / service_module.GROUPS_SPILL_DIR  # noqa: SLF001
     answer = service.find_groups(GroupsQuery(collection="joined-cancelled"))
     first = await anext(answer)  # reading the vectors
     assert isinstance(first, ScanProgress) and first.scanned < first.total
-    assert list(tmp_path.glob("dedup-join-*"))
+    assert list(spills.glob("dedup-join-*"))
     await answer.aclose()
-    assert not list(tmp_path.glob("dedup-join-*"))
+    assert not list(spills.glob("dedup-join-*"))
