@@ -38,7 +38,9 @@ async def service(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: p
         monkeypatch.setattr(service_module, "GROUPS_JOIN_MIN_IMAGES", 0)
     pool = ThreadPoolExecutor(2)
     index = MilvusIndex(uri=str(tmp_path / "milvus.db"), token="", prefix="t_", index=ServerConfig().index)
-    config = dataclasses.replace(ServerConfig(milvus_uri=str(tmp_path / "milvus.db"), threshold=0.99, data_dir=tmp_path / "data"))
+    config = dataclasses.replace(
+        ServerConfig(milvus_uri=str(tmp_path / "milvus.db"), threshold=0.99, data_dir=tmp_path / "data")
+    )
     built = DedupService(config, embedder=ColourEmbedder(), index=index, decode_pool=pool)
     built.start()
     yield built
