@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,11 +26,18 @@ from .self_join import JoinConfig, Neighbours, VectorSpill, nearest_others
 Page = tuple[list[StoredImage], list[list[Hit]]]
 
 
+class ScanTick(NamedTuple):
+    """How far a joined scan is, in images (its three passes together): yielded between its pages."""
+
+    scanned: int
+    total: int
+
+
 class Progress:
-    """ScanProgress values for a three-pass scan: (scanned, total) in images, at most one every ``every_s``."""
+    """ScanTicks for a three-pass scan, at most one every ``every_s``."""
 
     def __init__(self, total: int, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.total = max(1, total)
+        self.total = max(1, total)  # the collection's count until the first pass has counted the rows themselves
         self.every_s = every_s
         self._clock = clock
         self._last = -float("inf")
@@ -40,16 +48,20 @@ class Progress:
             return True
         return False
 
-    def at(self, passes_done: int, fraction: float) -> tuple[int, int]:
+    def at(self, passes_done: int, fraction: float) -> ScanTick:
         done = (passes_done + min(1.0, max(0.0, fraction))) / 3
-        return min(self.total, int(done * self.total)), self.total
+        return ScanTick(min(self.total, int(done * self.total)), self.total)
+
+    def counted(self, rows: int) -> None:
+        """The first pass has read ``rows`` images: the rest of the scan counts those, not the estimate."""
+        self.total = max(1, rows)
 
 
 async def joined_pages(
     index: MilvusIndex, milvus_name: str, *, total: int, top_k: int, min_similarity: float, page_size: int,
     progress: Progress, spill_dir: Path | None = None, join: JoinConfig | None = None,
-) -> AsyncGenerator[Page | tuple[int, int], None]:
-    """Pages of (images, candidates), and (scanned, total) progress tuples between them."""
+) -> AsyncGenerator[Page | ScanTick, None]:
+    """Pages of (images, candidates), and ScanTicks between them."""
     spill: VectorSpill | None = None
     ids: list[str] = []
     try:
@@ -66,7 +78,7 @@ async def joined_pages(
             await asyncio.to_thread(batches.close)
         if spill is None:
             return
-        progress.total = max(1, len(ids))
+        progress.counted(len(ids))
         neighbours = Neighbours(np.empty((0, 0), np.int32), np.empty((0, 0), np.float32))
         async for item in _joined(spill, top_k, min_similarity, join or JoinConfig(), progress):
             if isinstance(item, Neighbours):
@@ -100,7 +112,7 @@ async def joined_pages(
 
 
 async def _joined(spill: VectorSpill, top_k: int, min_similarity: float, join: JoinConfig, progress: Progress
-                  ) -> AsyncGenerator[Neighbours | tuple[int, int], None]:
+                  ) -> AsyncGenerator[Neighbours | ScanTick, None]:
     """The join in a thread, with its progress while it runs; stopped between blocks when the caller goes away."""
     stop = threading.Event()
     rows_done = [0]

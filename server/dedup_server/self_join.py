@@ -268,7 +268,7 @@ def _clusters(spill: VectorSpill, config: JoinConfig, should_stop: Callable[[], 
     for _ in range(config.iterations):
         if should_stop():
             raise JoinCancelled
-        assigned = _nearest_centroid(sample, centroids)
+        assigned = _nearest_centroids(sample, centroids, 1)[:, 0]
         sums = np.zeros_like(centroids)
         np.add.at(sums, assigned, sample)
         empty = np.bincount(assigned, minlength=count) == 0
@@ -277,11 +277,6 @@ def _clusters(spill: VectorSpill, config: JoinConfig, should_stop: Callable[[], 
     count_probed = min(config.probes, count)
     probes = np.concatenate([_nearest_centroids(block - mean, centroids, count_probed) for _, block in spill.chunks()])
     return _Clusters(lists=probes[:, 0].copy(), probes=probes, centroids=centroids, mean=mean)
-
-
-def _nearest_centroid(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    step = max(1, BLOCK_ELEMENTS // len(centroids))
-    return np.concatenate([np.argmax(vectors[i:i + step] @ centroids.T, axis=1) for i in range(0, len(vectors), step)])
 
 
 def _nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, count: int) -> np.ndarray:

@@ -413,10 +413,10 @@ class DedupService:
             pages = self._searched_pages(milvus_name, top_k, caller)
         async with contextlib.aclosing(pages):
             async for item in pages:
-                if isinstance(item[0], int):  # a joined scan's own progress, in images (its three passes)
+                if isinstance(item, groups_scan.ScanTick):  # a joined scan's own progress, in images (its three passes)
                     logger.info("groups of %s: %d of %d images' worth scanned (joined), %d in pairs", collection,
-                                item[0], item[1], len(builder))
-                    yield ScanProgress(scanned=int(item[0]), total=int(item[1]))
+                                item.scanned, item.total, len(builder))
+                    yield ScanProgress(scanned=item.scanned, total=item.total)
                     continue
                 batch, candidates = item
                 evidence: Sequence[dict[str, Verified] | None] = [None] * len(batch)

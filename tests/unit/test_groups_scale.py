@@ -187,14 +187,20 @@ async def test_each_band_pair_is_verified_once(
     assert len(verified) == 16  # once per pair, not once from each side (32)
 
 
+async def _joined_scan_of_nine(service: DedupService, monkeypatch: pytest.MonkeyPatch, collection: str) -> Path:
+    """Nine images (5 red, 4 green) scanned by the self-join in pages of two, every progress reported; returns
+    where the scan spills its vectors."""
+    await _index(service, collection, 9)
+    monkeypatch.setattr(service_module, "GROUPS_JOIN_MIN_IMAGES", 0)
+    monkeypatch.setattr(service_module, "GROUPS_SCAN_BATCH", 2)
+    monkeypatch.setattr(service_module, "GROUPS_PROGRESS_EVERY_S", 0.0)
+    return service._config.data_dir / service_module.GROUPS_SPILL_DIR  # noqa: SLF001 - where the spill goes
+
+
 async def test_a_joined_scan_reports_its_three_passes_and_leaves_no_spill_file(
     service: DedupService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await _index(service, "joined", 9)
-    monkeypatch.setattr(service_module, "GROUPS_JOIN_MIN_IMAGES", 0)
-    monkeypatch.setattr(service_module, "GROUPS_SCAN_BATCH", 2)
-    monkeypatch.setattr(service_module, "GROUPS_PROGRESS_EVERY_S", 0.0)  # every chance to report, reported
-    spills = service._config.data_dir / service_module.GROUPS_SPILL_DIR  # noqa: SLF001 - where the spill goes
+    spills = await _joined_scan_of_nine(service, monkeypatch, "joined")
     found = [item async for item in service.find_groups(GroupsQuery(collection="joined"))]
     progress = [(p.scanned, p.total) for p in found if isinstance(p, ScanProgress)]
     groups = [item for item in found if isinstance(item, DuplicateGroup)]
@@ -207,11 +213,7 @@ async def test_a_joined_scan_reports_its_three_passes_and_leaves_no_spill_file(
 async def test_closing_a_joined_scan_stops_it_and_removes_its_spill_file(
     service: DedupService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await _index(service, "joined-cancelled", 9)
-    monkeypatch.setattr(service_module, "GROUPS_JOIN_MIN_IMAGES", 0)
-    monkeypatch.setattr(service_module, "GROUPS_SCAN_BATCH", 2)
-    monkeypatch.setattr(service_module, "GROUPS_PROGRESS_EVERY_S", 0.0)
-    spills = service._config.data_dir / service_module.GROUPS_SPILL_DIR  # noqa: SLF001
+    spills = await _joined_scan_of_nine(service, monkeypatch, "joined-cancelled")
     answer = service.find_groups(GroupsQuery(collection="joined-cancelled"))
     first = await anext(answer)  # reading the vectors
     assert isinstance(first, ScanProgress) and first.scanned < first.total
